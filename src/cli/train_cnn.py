@@ -1,0 +1,92 @@
+"""``modelangelo train-cnn``: train (or resume) the C-alpha CNN; export shipped weights.
+
+Training state lives in ``--run-dir`` and every run resumes from it, so many short
+runs add up (on 2 CPU cores: ~1.6 s per step of four 64^3 crops). ``--export`` writes
+the best validated checkpoint as fp16 weights with its training record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("run")
+    g.add_argument("--run-dir", type=Path, default=Path("runs/cnn"),
+                   help="folder for checkpoints and logs (resumed if it exists)")
+    g.add_argument("--steps", type=int, default=1000, help="train until this total step count")
+    g.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+    g.add_argument("--data-root", type=Path, default=None,
+                   help="folder holding structures/ (default: $MODELANGELO_DATA or ../shared/data)")
+    g = parser.add_argument_group("schedule")
+    g.add_argument("--validate-every", type=int, default=None, help="steps between validations")
+    g.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints")
+    g.add_argument("--val-maps", type=int, default=8, help="simulated validation maps")
+    g.add_argument("--lr", type=float, default=None, help="learning rate")
+    g = parser.add_argument_group("export")
+    g.add_argument("--export", type=Path, default=None,
+                   help="write the best checkpoint as fp16 weights to this path and stop")
+    g.add_argument("--note", default="", help="free text stored in the training record")
+
+
+def main(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..config import Config
+    from ..errors import ModelAngeloError
+
+    torch.set_num_threads(args.threads)
+    if args.export is not None:
+        return export(args)
+    cfg = Config()
+    if args.validate_every:
+        cfg.train.validate_every = args.validate_every
+    if args.checkpoint_every:
+        cfg.train.checkpoint_every = args.checkpoint_every
+    if args.lr:
+        cfg.train.lr = args.lr
+    from ..training.train_cnn import Trainer
+    from ..training.validate_cnn import CNNValidator
+
+    try:
+        trainer = Trainer(args.run_dir, cfg, data_root=args.data_root)
+    except FileNotFoundError as exc:
+        raise ModelAngeloError(f"training data not found: {exc}") from exc
+    with open(args.run_dir / "commands.txt", "a") as fh:
+        fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} step {trainer.step}: "
+                 f"modelangelo {' '.join(sys.argv[2:])}\n")
+    validator = CNNValidator(trainer.cfg, n_maps=args.val_maps, data_root=args.data_root)
+    trainer.train(args.steps, validate=validator)
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..errors import ModelAngeloError
+    from ..model.weights import save_weights
+
+    best = args.run_dir / "best.pt"
+    if not best.exists():
+        raise ModelAngeloError(f"no validated checkpoint in {args.run_dir} (best.pt missing)")
+    blob = torch.load(best, map_location="cpu", weights_only=False)
+    latest = torch.load(args.run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    commands = (args.run_dir / "commands.txt").read_text().splitlines() \
+        if (args.run_dir / "commands.txt").exists() else []
+    record = {
+        "network": "CA detection CNN (residual 3D U-Net)",
+        "steps": blob["step"],
+        "total_steps_run": latest["step"],
+        "train_seconds": round(latest.get("elapsed", 0.0)),
+        "validation": blob["validation"],
+        "data": "simulated maps (training/simulate.py) of the 'train' split (training/splits/)",
+        "commands": commands,
+        "note": args.note,
+    }
+    save_weights(args.export, blob["model"], blob["config"], record)
+    print(json.dumps(record, indent=2))
+    return 0

@@ -1,0 +1,58 @@
+"""Validation of the CA CNN on fixed simulated maps from the validation split."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..config import Config
+from ..evaluate import evaluate_points
+from ..inference import pick_peaks, predict_ca
+from ..mapio import MapGrid, normalise
+from .simulate import load_training_protein, simulate_map
+from .splits import load_split
+from .train_cnn import SPHERE_RADIUS, local_protein
+
+VAL_RESOLUTIONS = (2.5, 3.0, 3.5, 4.0)
+THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6)
+
+
+def validation_maps(cfg: Config, n_maps: int = 8, seed: int = 1234, data_root=None
+                    ) -> list[tuple[MapGrid, np.ndarray, float]]:
+    """``(normalised grid, deposited CA [N,3], resolution)`` for fixed validation maps."""
+    rng = np.random.default_rng(seed)
+    names = load_split("val")
+    out = []
+    for i in range(n_maps):
+        protein = load_training_protein(names[int(rng.integers(len(names)))], data_root)
+        res = VAL_RESOLUTIONS[i % len(VAL_RESOLUTIONS)]
+        centre = protein.ca[int(rng.integers(len(protein)))]
+        sub = local_protein(protein, centre, SPHERE_RADIUS * 0.8)
+        sim = simulate_map(sub, rng, cfg.simulation, voxel_size=cfg.map.voxel_size, resolution=res)
+        out.append((normalise(sim.grid), sim.protein.ca.copy(), res))
+    return out
+
+
+class CNNValidator:
+    """Callable used by the trainer: returns a dict with ``score`` (higher is better)."""
+
+    def __init__(self, cfg: Config, n_maps: int = 8, data_root=None):
+        self.maps = validation_maps(cfg, n_maps=n_maps, data_root=data_root)
+
+    def __call__(self, model, cfg: Config) -> dict:
+        best: dict | None = None
+        preds = [predict_ca(model, g, cfg.cnn, device=torch.device("cpu"), bf16=cfg.train.bf16)
+                 for g, _, _ in self.maps]
+        for thr in THRESHOLDS:
+            cnn_cfg = type(cfg.cnn)(**{**cfg.cnn.__dict__, "peak_threshold": thr})
+            rec2, prec3 = [], []
+            for pred, (_, ca, _) in zip(preds, self.maps):
+                pts, _ = pick_peaks(pred, cnn_cfg)
+                m = evaluate_points(pts, ca)
+                rec2.append(m["recall_2A"])
+                prec3.append(m["precision_3A"])
+            r, p = float(np.mean(rec2)), float(np.mean(prec3))
+            score = 2 * r * p / max(r + p, 1e-9)
+            if best is None or score > best["score"]:
+                best = {"score": score, "recall_2A": r, "precision_3A": p, "threshold": thr}
+        return best
