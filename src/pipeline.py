@@ -147,9 +147,13 @@ def run_build(
     t_start = time.perf_counter()
 
     rep.stage("prepare", f"resampling the map to {cfg.map.voxel_size} A voxels")
+    check_size(grid, cfg.map.max_voxels, voxel_size=cfg.map.voxel_size)
     work = resample(grid, voxel_size=cfg.map.voxel_size, method=cfg.map.resample_method)
-    check_size(work, cfg.map.max_voxels)
-    work = normalise(work)
+    map_warnings: list[str] = []
+    work = normalise(work, warnings=map_warnings)
+    for w in map_warnings:
+        warnings.append(w)
+        rep.log(f"[prepare] WARNING: {w}")
 
     rep.stage("detect", "detecting C-alpha atoms (CNN)")
     cnn, cnn_cfg, cnn_record = load_cnn(torch_device)

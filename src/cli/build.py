@@ -56,7 +56,10 @@ def main(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    grid = read_map(args.map)
+    map_warnings: list[str] = []
+    grid = read_map(args.map, warnings=map_warnings)
+    for w in map_warnings:
+        say(f"warning: {w}")
     say(f"map {args.map}: {grid.data.shape[::-1]} voxels (x, y, z), voxel size "
         f"{', '.join(f'{v:.3f}' for v in grid.voxel_size)} A")
     sequences = None

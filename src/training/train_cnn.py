@@ -28,7 +28,7 @@ from ..mapio import normalise
 from ..model.cnn import CAUNet
 from ..protein import Protein
 from .simulate import load_training_protein, simulate_map
-from .splits import load_split
+from . import splits as _splits
 
 POS_WEIGHT = 5.0  # BCE weight of the rare positive voxels
 OFFSET_LOSS_WEIGHT = 1.0
@@ -110,7 +110,7 @@ def cnn_loss(out: torch.Tensor, batch: CropBatch) -> tuple[torch.Tensor, dict[st
     else:
         off = logit.new_zeros(())
     total = bce + OFFSET_LOSS_WEIGHT * off
-    return total, {"bce": float(bce), "offset": float(off)}
+    return total, {"bce": float(bce.detach()), "offset": float(off.detach())}
 
 
 def save_atomic(obj, path: Path) -> None:
@@ -150,7 +150,7 @@ class Trainer:
             self.rng.bit_generator.state = ckpt["rng"]
             self.elapsed = ckpt.get("elapsed", 0.0)
             self.log(f"resumed from {ckpt_path} at step {self.step}")
-        self.train_names = load_split("train")
+        self.train_names = _splits.load_split("train")
         self._cache: dict[str, Protein] = {}
 
     def protein(self, name: str) -> Protein:
@@ -198,7 +198,7 @@ class Trainer:
             now = time.time()
             self.elapsed += now - t_last
             t_last = now
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             if self.step % 10 == 0:
                 rec = {"step": self.step, "loss": float(np.mean(losses)), **terms,
                        "elapsed_s": round(self.elapsed, 1)}

@@ -48,9 +48,9 @@ class CNNValidator:
             rec2, prec3 = [], []
             for pred, (_, ca, _) in zip(preds, self.maps):
                 pts, _ = pick_peaks(pred, cnn_cfg)
-                m = evaluate_points(pts, ca)
-                rec2.append(m["recall_2A"])
-                prec3.append(m["precision_3A"])
+                m = evaluate_points(pts, ca, radius=3.0)
+                rec2.append(m.recall_2a or 0.0)
+                prec3.append(m.precision or 0.0)
             r, p = float(np.mean(rec2)), float(np.mean(prec3))
             score = 2 * r * p / max(r + p, 1e-9)
             if best is None or score > best["score"]:

@@ -1,0 +1,79 @@
+"""The whole build on the bundled example map (real EMD-2566 zone) with the shipped weights."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from chimerax.modelangelo.errors import JobStopped, OutputError
+from chimerax.modelangelo.mapio import interpolate, read_map
+from chimerax.modelangelo.pipeline import STAGES, run_build
+from chimerax.modelangelo.protein import load_protein
+from chimerax.modelangelo.sequences import read_fasta
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE_MAP = REPO / "example" / "emd_2566.mrc"
+EXAMPLE_FASTA = REPO / "example" / "emd_2566.fasta"
+
+
+@pytest.fixture(scope="module")
+def example_build(tmp_path_factory):
+    out = tmp_path_factory.mktemp("build") / "out"
+    stages = []
+    result = run_build(read_map(EXAMPLE_MAP), read_fasta(EXAMPLE_FASTA), out, "emd_2566",
+                       device="cpu", progress=lambda s, f: stages.append((s, f)))
+    return result, stages, out
+
+
+def test_writes_both_models_on_the_density(example_build):
+    result, _, out = example_build
+    assert result.unpruned_path == out / "emd_2566_unpruned.cif"
+    assert result.pruned_path == out / "emd_2566.cif"
+    unpruned = load_protein(result.unpruned_path)
+    assert len(unpruned) > 20
+    grid = read_map(EXAMPLE_MAP)
+    on_model = interpolate(grid, unpruned.ca)
+    # built C-alpha atoms sit on density well above the map's typical value
+    assert np.median(on_model) > np.percentile(grid.data, 90)
+    assert (out / "summary.json").exists()
+
+
+def test_confidence_is_in_bfactors_0_to_100(example_build):
+    unpruned = load_protein(example_build[0].unpruned_path)
+    b = unpruned.b_factors[:, 1]
+    assert b.min() >= 0 and b.max() <= 100 and b.std() > 0
+
+
+def test_reports_every_stage_in_order(example_build):
+    _, stages, _ = example_build
+    seen = [s for i, (s, _) in enumerate(stages) if i == 0 or stages[i - 1][0] != s]
+    assert seen == list(STAGES)
+    assert all(0.0 <= f <= 1.0 for _, f in stages)
+
+
+def test_existing_results_are_kept(example_build):
+    result, _, out = example_build
+    before = result.unpruned_path.read_bytes()
+    with pytest.raises(OutputError):
+        run_build(read_map(EXAMPLE_MAP), read_fasta(EXAMPLE_FASTA), out, "emd_2566", device="cpu")
+    assert result.unpruned_path.read_bytes() == before
+
+
+def test_stop_request_stops_the_build(tmp_path):
+    calls = []
+
+    def should_stop():
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(JobStopped):
+        run_build(read_map(EXAMPLE_MAP), None, tmp_path / "out", "emd_2566", device="cpu",
+                  should_stop=should_stop)
+    assert not (tmp_path / "out" / "emd_2566_unpruned.cif").exists()
+
+
+def test_no_sequence_mode_writes_profiles(tmp_path):
+    result = run_build(read_map(EXAMPLE_MAP), None, tmp_path / "out", "emd_2566", device="cpu")
+    assert result.pruned_path is None
+    assert result.unpruned_path.exists()
+    assert list((tmp_path / "out" / "hmm_profiles").glob("*.hmm"))
