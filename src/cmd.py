@@ -130,7 +130,7 @@ def _mask_values(volume, mask) -> np.ndarray:
 # ---------------------------------------------------------------------------------------
 def output_name(map_name: str) -> str:
     """A file-name-safe base name for a map's outputs (``emd_2566.mrc`` -> ``emd_2566``)."""
-    from .cli.build import map_name as strip_suffixes
+    from .pipeline import map_name as strip_suffixes
 
     stem = strip_suffixes(Path(map_name.strip().replace("/", "_") or "map"))
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "map"

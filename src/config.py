@@ -50,12 +50,30 @@ class GNNConfig:
     rect_length: int = 10  # samples along each node->neighbour vector
     rect_width: int = 3  # samples across it (rect_width x rect_width)
     ipa_query_points: int = 4
+    ipa_value_points: int = 4
+    cube_channels: tuple[int, ...] = (16, 32, 64)  # cube CNN widths (stride 1, then 2, 2)
+    transition_factor: int = 2  # transition MLP width / hidden
+    edge_pair_dim: int = 64  # width of the edge head's pair MLP
     seq_embed_dim: int = 320  # width of the sequence encoder output
-    esm_layers: int = 6  # small ESM2 trained here
+    esm_layers: int = 6  # small ESM2 trained here (0 = caller supplies embeddings)
     esm_heads: int = 20
     recycles: int = 2
     crop_nodes: int = 400  # nodes per inference crop
-    crop_overlap: int = 100
+    crop_overlap: int = 100  # outer nodes of a crop used as context only
+    init_seed: int = 0  # random initial frames at inference (reproducible)
+    # Confidence: bins of predicted CA error (A); score = 100 / (1 + (err / d0)^2).
+    confidence_bins: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
+    confidence_d0: float = 1.5
+    # Loss weights (per-layer terms are averaged over layers) and distance clamp (A).
+    loss_ca: float = 1.0
+    loss_backbone: float = 1.0
+    loss_aa: float = 1.0
+    loss_torsion: float = 1.0
+    loss_torsion_norm: float = 0.02
+    loss_edge: float = 1.0
+    loss_full_atom: float = 1.0
+    loss_confidence: float = 0.1
+    loss_clamp: float = 10.0
 
 
 @dataclass
@@ -64,24 +82,54 @@ class SimulationConfig:
 
     resolution_range: tuple[float, float] = (2.0, 4.5)
     voxel_size_range: tuple[float, float] = (0.8, 1.4)  # before resampling to 1.5 A
-    noise_level_range: tuple[float, float] = (0.05, 0.6)  # noise RMS / signal RMS
-    b_factor_extra_range: tuple[float, float] = (0.0, 60.0)
+    noise_level_range: tuple[float, float] = (0.05, 1.0)  # noise RMS / signal RMS
+    b_factor_extra_range: tuple[float, float] = (0.0, 100.0)
     ligand_blob_prob: float = 0.5
     detergent_prob: float = 0.3
     drop_chain_prob: float = 0.15
+    # Added with training/simulate.py (all B-factors in A^2, as in exp(-B s^2 / 4)):
+    atom_b_base_range: tuple[float, float] = (5.0, 35.0)  # per-atom B before extras
+    atom_b_spread_range: tuple[float, float] = (0.0, 20.0)  # x z-score of deposited B
+    atom_b_max: float = 80.0  # cap of the per-atom B splatted in real space
+    local_b_range: tuple[float, float] = (0.0, 150.0)  # extra B of the worst (surface) parts
+    sharpen_prob: float = 0.3  # chance of an over-sharpened map (negative global B)
+    sharpen_b_range: tuple[float, float] = (10.0, 60.0)  # how much is subtracted then
+    anisotropic_prob: float = 0.3
+    anisotropic_b_range: tuple[float, float] = (10.0, 80.0)  # extra B along one random axis
+    noise_b_range: tuple[float, float] = (-40.0, 40.0)  # spectral tilt of the noise
+    noise_unfiltered_prob: float = 0.5  # chance the noise is not low-passed (reaches Nyquist)
+    lowpass_shift_range: tuple[float, float] = (0.85, 1.05)  # low-pass edge x 1/resolution
+    mask_prob: float = 0.4  # solvent masked (zero) instead of noisy
+    zone_mask_share: float = 0.5  # of masked maps: hard zone around the atoms (else soft)
+    zone_radius_range: tuple[float, float] = (3.5, 7.0)  # zone distance from atoms, A
+    drop_segment_prob: float = 0.2  # a stretch of 5-30 residues missing from map and target
 
 
 @dataclass
 class PostprocessConfig:
     """Chain building, alignment and pruning (method 3.3)."""
 
+    # --- chain linking (chains.py) ---
     edge_prob_threshold: float = 0.5
     max_peptide_bond: float = 2.5  # C(i-1)-N(i) longer than this never links (A)
     max_ca_ca: float = 4.5  # CA-CA longer than this never links (A)
-    min_chain_length: int = 4  # shorter chains are dropped from the pruned model
+    edge_cost_weight: float = 1.0  # link cost = C-N length (A) + weight * -ln(edge prob)
+    duplicate_distance: float = 1.0  # nodes with CAs closer than this (A): keep the more confident
+    ca_only_ca_ca: float = 3.8  # CA-only fallback: ideal CA-CA distance (A) ...
+    ca_only_tolerance: float = 0.6  # ... and the accepted deviation from it (A)
+    unpruned_min_chain_length: int = 3  # shorter chains are left out of the unpruned model
+    # --- sequence alignment (alignment.py) ---
+    # Match emissions = w * network probabilities + (1 - w) * background, with w growing
+    # linearly with the node's confidence (0..100) from the first to the second value.
+    hmm_prob_weight: tuple[float, float] = (0.5, 0.9)
+    hmm_gap_open: float = 0.02  # M->I and M->D probability of the chain profiles
+    hmm_gap_extend: float = 0.4  # I->I and D->D probability
     hmm_evalue: float = 1e-3  # alignment E-value below which a chain is assigned
-    prune_min_aligned_fraction: float = 0.5
-    prune_min_identity: float = 0.3
+    # --- pruning (postprocess.py): a chain is kept when it is assigned (E-value above)
+    # and all three hold; only its aligned residues are kept ---
+    min_chain_length: int = 4  # shorter chains are dropped from the pruned model
+    prune_min_aligned_fraction: float = 0.5  # aligned nodes / chain nodes
+    prune_min_identity: float = 0.3  # network's most probable type == sequence, over aligned nodes
 
 
 @dataclass

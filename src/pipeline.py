@@ -39,6 +39,15 @@ class BuildResult:
     warnings: list[str] = field(default_factory=list)
 
 
+def map_name(path: Path) -> str:
+    """Base name for a build's files: the map file name without map suffixes."""
+    name = Path(path).name
+    for suffix in (".gz", ".bz2", ".mrc", ".map", ".ccp4", ".mrcs"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+    return name or "map"
+
+
 def output_paths(output_dir: Path, name: str) -> dict[str, Path]:
     """Every file a build writes into ``output_dir``."""
     return {
@@ -198,7 +207,11 @@ def run_build(
     write_mmcif(built.unpruned, paths["unpruned"], entities=sequences or None,
                 chain_entity=built.chain_entity, metadata=metadata, overwrite=overwrite)
     pruned_path = None
-    if built.pruned is not None:
+    if built.pruned is not None and len(built.pruned) == 0:
+        msg = "no chain matched a sequence well enough: the pruned model is empty and not written"
+        warnings.append(msg)
+        rep.log(f"[write] {msg}")
+    elif built.pruned is not None:
         write_mmcif(built.pruned, paths["pruned"], entities=sequences or None,
                     chain_entity=built.pruned_chain_entity, metadata=metadata, overwrite=overwrite)
         pruned_path = paths["pruned"]

@@ -34,17 +34,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--quiet", "-q", action="store_true", help="print only errors and the result")
 
 
-def map_name(path: Path) -> str:
-    name = path.name
-    for suffix in (".gz", ".mrc", ".map", ".ccp4", ".mrcs"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-    return name or "map"
-
-
 def main(args: argparse.Namespace) -> int:
     from ..mapio import read_map
-    from ..pipeline import run_build
+    from ..pipeline import map_name, run_build
     from ..sequences import read_fasta
 
     def say(msg: str) -> None:

@@ -1,0 +1,306 @@
+"""From the graph network's residues to the two models (method 3.3): ``build_models``.
+
+Steps:
+
+1. **Chains** (:mod:`.chains`): nodes linked by peptide bonds, N -> C; chains shorter than
+   ``cfg.unpruned_min_chain_length`` are dropped. CA-only predictions (no trained graph
+   network, :func:`prediction_from_points`) use the greedy CA-CA fallback, whose chain
+   direction is arbitrary, and give CA-only residues of unknown type (UNK).
+2. **Sequences** (:mod:`.alignment`): each chain's profile HMM (from the network's
+   residue-type probabilities and confidence) is aligned to the given sequences; a chain
+   is *assigned* to its best hit when the E-value is at most ``cfg.hmm_evalue``.
+   Without sequences, one HMM per chain is returned instead (``BuiltModels.hmms``, named
+   by chain ID) for ``modelangelo search``.
+3. **Residue types and numbers.** Unassigned chains: the network's most probable type,
+   numbered 1..n. Assigned chains: nodes aligned to the sequence are numbered by their
+   sequence position (1-based); walking N -> C, a node that is not aligned, or whose
+   position would not increase the numbering (after an insertion), takes the previous
+   number + 1, and the nodes before the first aligned one count down from it (numbers
+   may go below 1 or past the sequence end). In the unpruned model a residue whose
+   number lies inside the sequence takes the sequence's residue there (the alignment's
+   register carried over small gaps and chain ends), others keep the network's type.
+   An unpruned chain points at its FASTA entity in the mmCIF only when every number
+   lies inside the sequence; otherwise it gets its own entity (``chain_entity`` None).
+4. **Atoms**: :func:`.geometry.atom37_from_frames` from the node's backbone frame and
+   the torsions the network predicted for the chosen residue type (ideal bond
+   geometry); the C-terminal OXT is added when writing.
+5. **Pruned model** (only with sequences) - a chain is kept when it is assigned,
+   has at least ``cfg.min_chain_length`` nodes, ``aligned_fraction >=
+   cfg.prune_min_aligned_fraction`` (nodes on HMM match states / nodes) and ``identity >=
+   cfg.prune_min_identity`` (aligned nodes whose most probable type is the sequence's
+   residue). Of a kept chain only the aligned residues stay, plus unaligned runs that
+   exactly fill the sequence gap between two aligned residues; all take the sequence's
+   residue types and positions. Chain names are those of the unpruned model.
+6. **B-factors** = the node's confidence (0-100) on every atom.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import residue_constants as rc
+from .alignment import ChainAlignment, align_chains, build_hmm
+from .chains import link_ca_only, link_chains
+from .config import PostprocessConfig
+from .prediction import GraphPrediction
+from .protein import Protein
+from .structure_output import chain_id
+
+CA_ONLY_TOLERANCE = 1e-3  # A: N and C on top of CA marks a CA-only prediction
+
+
+@dataclass
+class BuiltModels:
+    unpruned: Protein
+    pruned: Protein | None  # None without sequences
+    chain_info: list[dict]  # one per unpruned chain (JSON-ready)
+    hmms: list = field(default_factory=list)  # plan7.HMM per unpruned chain, no-sequence mode
+    chain_entity: list[int | None] = field(default_factory=list)  # per unpruned chain
+    pruned_chain_entity: list[int | None] | None = None  # per pruned chain
+    chains: list[np.ndarray] = field(default_factory=list)  # node indices per unpruned chain
+
+
+# ----------------------------------------------------------------------------------
+# CA-only predictions
+# ----------------------------------------------------------------------------------
+
+
+def prediction_from_points(xyz: np.ndarray, prob: np.ndarray | None = None,
+                           k: int = 8) -> GraphPrediction:
+    """A CA-only :class:`GraphPrediction` from detected CA points (no graph network).
+
+    N and C sit on CA (no orientation), frames are identities, residue types uniform,
+    edges the ``k`` nearest points with probability 0.5; confidence = ``prob`` * 100.
+    ``build_models`` recognises such predictions (:func:`is_ca_only`).
+    """
+    from scipy.spatial import cKDTree
+
+    xyz = np.asarray(xyz, np.float32).reshape(-1, 3)
+    n = len(xyz)
+    prob = np.ones(n, np.float32) if prob is None else np.asarray(prob, np.float32)
+    kk = min(k, max(n - 1, 0))
+    edge_index = np.full((n, k), -1, np.int64)
+    if kk > 0:
+        _, nb = cKDTree(xyz).query(xyz, kk + 1)
+        edge_index[:, :kk] = nb[:, 1:]
+    torsions = np.zeros((n, 20, 7, 2), np.float32)
+    torsions[..., 1] = 1.0
+    return GraphPrediction(
+        rotations=np.repeat(np.eye(3, dtype=np.float32)[None], n, 0),
+        translations=xyz.copy(),
+        backbone=np.repeat(xyz[:, None], 3, 1),
+        aa_logits=np.zeros((n, 20), np.float32),
+        torsions=torsions,
+        edge_index=edge_index,
+        edge_logits=np.zeros((n, k), np.float32),
+        confidence=np.clip(prob * 100.0, 0.0, 100.0).astype(np.float32),
+    )
+
+
+def is_ca_only(pred: GraphPrediction) -> bool:
+    """True when the prediction has no backbone orientation (N and C on CA)."""
+    if len(pred) == 0:
+        return False
+    bb = np.asarray(pred.backbone, np.float64)
+    d = np.linalg.norm(bb[:, [0, 2]] - bb[:, 1:2], axis=-1)
+    return bool(d.max() < CA_ONLY_TOLERANCE)
+
+
+# ----------------------------------------------------------------------------------
+# Numbering
+# ----------------------------------------------------------------------------------
+
+
+def residue_numbers(mapping: np.ndarray) -> np.ndarray:
+    """Residue numbers of a chain's nodes from its node -> 0-based sequence-position map.
+
+    Aligned nodes take position + 1 when that increases the numbering; other nodes the
+    previous number + 1; nodes before the first aligned one count down from it. With no
+    aligned node: 1..n.
+    """
+    mapping = np.asarray(mapping, np.int64)
+    n = len(mapping)
+    aligned = np.flatnonzero(mapping >= 0)
+    if len(aligned) == 0:
+        return np.arange(1, n + 1, dtype=np.int64)
+    first = int(aligned[0])
+    numbers = np.zeros(n, np.int64)
+    numbers[first] = mapping[first] + 1
+    numbers[:first] = numbers[first] - np.arange(first, 0, -1)
+    for i in range(first + 1, n):
+        want = mapping[i] + 1
+        numbers[i] = want if mapping[i] >= 0 and want > numbers[i - 1] else numbers[i - 1] + 1
+    return numbers
+
+
+def pruned_nodes(mapping: np.ndarray) -> np.ndarray:
+    """Positions (chain-local) kept in the pruned model: aligned nodes plus unaligned runs
+    that exactly fill the sequence gap between two aligned nodes."""
+    mapping = np.asarray(mapping, np.int64)
+    keep = mapping >= 0
+    aligned = np.flatnonzero(keep)
+    for a, b in zip(aligned[:-1], aligned[1:]):
+        if b - a > 1 and mapping[b] - mapping[a] == b - a:
+            keep[a + 1:b] = True
+    return np.flatnonzero(keep)
+
+
+def _sequence_types(sequence: str, numbers: np.ndarray) -> np.ndarray:
+    """Residue types of ``sequence`` at 1-based ``numbers`` (-1 outside the sequence)."""
+    seq = np.asarray(rc.aatype_from_sequence(sequence), np.int64)
+    out = np.full(len(numbers), -1, np.int64)
+    inside = (numbers >= 1) & (numbers <= len(seq))
+    out[inside] = seq[numbers[inside] - 1]
+    return out
+
+
+# ----------------------------------------------------------------------------------
+# Atoms
+# ----------------------------------------------------------------------------------
+
+
+def _atoms(pred: GraphPrediction, nodes: np.ndarray, aatype: np.ndarray,
+           ca_only: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Atom37 positions [M, 37, 3] and mask [M, 37] for ``nodes`` with types ``aatype``."""
+    m = len(nodes)
+    if m == 0:
+        return np.zeros((0, 37, 3), np.float32), np.zeros((0, 37), bool)
+    if ca_only:
+        pos = np.zeros((m, 37, 3), np.float32)
+        mask = np.zeros((m, 37), bool)
+        pos[:, rc.CA_IDX] = pred.translations[nodes]
+        mask[:, rc.CA_IDX] = True
+        return pos, mask
+    import torch
+
+    from .geometry import atom37_from_frames
+
+    probs_type = np.asarray(pred.aa_logits)[nodes].argmax(1)
+    tor_type = np.where(aatype < rc.NUM_RESTYPES, aatype, probs_type)  # UNK: any type's psi
+    torsions = np.asarray(pred.torsions)[nodes, tor_type]  # [M, 7, 2]
+    with torch.no_grad():
+        pos, mask = atom37_from_frames(
+            torch.as_tensor(np.asarray(pred.rotations)[nodes], dtype=torch.float32),
+            torch.as_tensor(np.asarray(pred.translations)[nodes], dtype=torch.float32),
+            torch.as_tensor(aatype, dtype=torch.long),
+            torch.as_tensor(torsions, dtype=torch.float32))
+    return pos.numpy().astype(np.float32), mask.numpy().astype(bool)
+
+
+def _protein(pred: GraphPrediction, chains: list[np.ndarray], types: list[np.ndarray],
+             numbers: list[np.ndarray], names: list[str], ca_only: bool) -> Protein:
+    nodes = np.concatenate(chains) if chains else np.zeros(0, np.int64)
+    aatype = np.concatenate(types) if types else np.zeros(0, np.int64)
+    pos, mask = _atoms(pred, nodes, aatype, ca_only)
+    conf = np.clip(np.asarray(pred.confidence, np.float32)[nodes], 0.0, 100.0)
+    return Protein(
+        atom_positions=pos,
+        atom_mask=mask,
+        aatype=aatype.astype(np.int64),
+        residue_number=(np.concatenate(numbers) if numbers else np.zeros(0)).astype(np.int64),
+        chain_index=np.repeat(np.arange(len(chains)), [len(c) for c in chains]).astype(np.int64),
+        chain_names=list(names),
+        b_factors=np.repeat(conf[:, None], rc.NUM_ATOM_TYPES, 1).astype(np.float32),
+    )
+
+
+# ----------------------------------------------------------------------------------
+# build_models
+# ----------------------------------------------------------------------------------
+
+
+def build_models(pred: GraphPrediction, sequences: list | None,
+                 cfg: PostprocessConfig | None = None) -> BuiltModels:
+    """Chains, residue types, atoms, numbering and pruning (see the module docstring).
+
+    ``sequences``: :class:`~.sequences.SequenceRecord` list, or None/empty for the
+    no-sequence mode (unpruned model + one HMM per chain).
+    """
+    cfg = cfg or PostprocessConfig()
+    ca_only = is_ca_only(pred)
+    if ca_only:
+        chains = link_ca_only(pred.translations, cfg, score=pred.confidence)
+    else:
+        chains = link_chains(pred.backbone, pred.edge_index, pred.edge_logits, cfg,
+                             next_logits=pred.next_logits, confidence=pred.confidence)
+    chains = [c for c in chains if len(c) >= cfg.unpruned_min_chain_length]
+    names = [chain_id(i) for i in range(len(chains))]
+    probs = pred.aa_probs if len(pred) else np.zeros((0, 20))
+    conf = np.asarray(pred.confidence, np.float64)
+    chain_probs = [probs[c] for c in chains]
+    argmax = [p.argmax(1) if not ca_only else np.full(len(p), rc.UNK_INDEX)
+              for p in chain_probs]
+
+    sequences = list(sequences or [])
+    hmms: list = []
+    if sequences and chains:
+        alignments = align_chains(chain_probs, sequences, cfg=cfg,
+                                  confidences=[conf[c] for c in chains])
+    else:
+        alignments = [ChainAlignment(i, None, None, None, None, np.full(len(c), -1, np.int64),
+                                     0.0, 0.0) for i, c in enumerate(chains)]
+        if not sequences:
+            hmms = [build_hmm(p, names[i], confidence=conf[c], cfg=cfg,
+                              description=f"ChimeraX-ModelAngelo chain {names[i]}, "
+                                          f"{len(c)} residues")
+                    for i, (c, p) in enumerate(zip(chains, chain_probs))]
+
+    types, numbers, chain_entity = [], [], []
+    p_chains, p_types, p_numbers, p_names, p_entity = [], [], [], [], []
+    info: list[dict] = []
+    for i, (c, ali) in enumerate(zip(chains, alignments)):
+        num = residue_numbers(ali.mapping)
+        aat = argmax[i].copy()
+        entity = None
+        kept = 0
+        if ali.assigned:
+            seq = sequences[ali.sequence_index].sequence
+            seq_types = _sequence_types(seq, num)
+            inside = seq_types >= 0
+            aat[inside] = seq_types[inside]
+            if inside.all():
+                entity = ali.sequence_index
+            keep_chain = (len(c) >= cfg.min_chain_length
+                          and ali.aligned_fraction >= cfg.prune_min_aligned_fraction
+                          and ali.identity >= cfg.prune_min_identity)
+            if keep_chain:
+                local = pruned_nodes(ali.mapping)
+                p_num = np.empty(len(local), np.int64)
+                aligned_local = ali.mapping[local] >= 0
+                p_num[aligned_local] = ali.mapping[local][aligned_local] + 1
+                for j in np.flatnonzero(~aligned_local):  # exact gap fill: previous + 1
+                    p_num[j] = p_num[j - 1] + 1
+                if len(local) >= cfg.min_chain_length:
+                    kept = len(local)
+                    p_chains.append(c[local])
+                    p_types.append(_sequence_types(seq, p_num))
+                    p_numbers.append(p_num)
+                    p_names.append(names[i])
+                    p_entity.append(ali.sequence_index)
+        types.append(aat)
+        numbers.append(num)
+        chain_entity.append(entity)
+        info.append({
+            "chain": names[i],
+            "residues": int(len(c)),
+            "sequence": ali.sequence_name,
+            "evalue": ali.evalue,
+            "bit_score": ali.score,
+            "identity": round(float(ali.identity), 4),
+            "aligned_fraction": round(float(ali.aligned_fraction), 4),
+            "first_number": int(num[0]),
+            "last_number": int(num[-1]),
+            "mean_confidence": round(float(conf[c].mean()), 2),
+            "in_pruned": kept > 0,
+            "pruned_residues": int(kept),
+        })
+
+    unpruned = _protein(pred, chains, types, numbers, names, ca_only)
+    pruned = None
+    if sequences:
+        pruned = _protein(pred, p_chains, p_types, p_numbers, p_names, ca_only)
+    return BuiltModels(unpruned=unpruned, pruned=pruned, chain_info=info, hmms=hmms,
+                       chain_entity=chain_entity,
+                       pruned_chain_entity=p_entity if sequences else None, chains=chains)
