@@ -57,6 +57,9 @@ class GNNConfig:
     seq_embed_dim: int = 320  # width of the sequence encoder output
     esm_layers: int = 6  # small ESM2 trained here (0 = caller supplies embeddings)
     esm_heads: int = 20
+    esm_embed_dim: int = 0  # ESM2 width; 0 = seq_embed_dim (else a projection follows)
+    esm_token_dropout: bool = False  # True for pretrained ESM2 checkpoints
+    esm_frozen: bool = False  # keep the ESM2 weights fixed (pretrained use)
     recycles: int = 2
     crop_nodes: int = 400  # nodes per inference crop
     crop_overlap: int = 100  # outer nodes of a crop used as context only
@@ -82,8 +85,8 @@ class SimulationConfig:
 
     resolution_range: tuple[float, float] = (2.0, 4.5)
     voxel_size_range: tuple[float, float] = (0.8, 1.4)  # before resampling to 1.5 A
-    noise_level_range: tuple[float, float] = (0.05, 1.0)  # noise RMS / signal RMS
-    b_factor_extra_range: tuple[float, float] = (0.0, 100.0)
+    noise_level_range: tuple[float, float] = (0.05, 0.8)  # noise RMS / signal RMS (protein)
+    b_factor_extra_range: tuple[float, float] = (0.0, 100.0)  # global blur B (EMD-6272: ~80)
     ligand_blob_prob: float = 0.5
     detergent_prob: float = 0.3
     drop_chain_prob: float = 0.15

@@ -1,0 +1,1 @@
+"""Training: simulated maps, splits, datasets and training loops (no ChimeraX imports)."""
