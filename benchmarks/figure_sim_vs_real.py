@@ -26,6 +26,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+
 from chimerax.modelangelo.config import SimulationConfig
 from chimerax.modelangelo.mapio import MapGrid, read_map, resample, resample_to
 from chimerax.modelangelo.protein import load_protein

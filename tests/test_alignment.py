@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from chimerax.modelangelo import residue_constants as rc
 from chimerax.modelangelo.alignment import (
     align_chains,

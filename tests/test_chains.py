@@ -4,6 +4,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.spatial import cKDTree
+
 from chimerax.modelangelo.chains import (
     break_cycles,
     find_duplicates,
@@ -12,7 +14,6 @@ from chimerax.modelangelo.chains import (
 )
 from chimerax.modelangelo.config import PostprocessConfig
 from chimerax.modelangelo.protein import load_protein
-from scipy.spatial import cKDTree
 
 DEPOSITED = Path("/work/shared/data/real_maps/emd_6272/3j9s_deposited.cif")
 

@@ -242,6 +242,7 @@ def test_bad_model_number_is_user_error(volume, pipeline, tmp_path):
 def test_build_reaches_pipeline_with_file_grid_and_opens_models(volume, pipeline, tmp_path,
                                                                 chimerax_session, chimerax_log):
     from chimerax.atomic import AtomicStructure
+
     from chimerax.modelangelo.sequences import read_fasta
 
     out = tmp_path / "out"
@@ -335,6 +336,7 @@ def test_permuted_axes_and_start_match_mapio(chimerax_session, pipeline, tmp_pat
     np.testing.assert_array_equal(ref.data, zyx)  # mapio's reading, checked independently
     cx.run(f"open {path}")
     from chimerax.map import Volume
+
     from chimerax.modelangelo.cmd import volume_to_grid
 
     (v,) = chimerax_session.models.list(type=Volume)
@@ -396,6 +398,7 @@ def test_default_output_folder_is_new_each_time(volume, pipeline, tmp_path, monk
 
 def test_pipeline_errors_become_user_errors(volume, monkeypatch, tmp_path, chimerax_session):
     from chimerax.core.errors import UserError
+
     from chimerax.modelangelo import pipeline as pipeline_mod
     from chimerax.modelangelo.errors import MapError
 
@@ -423,6 +426,7 @@ def test_gpu_without_cuda_is_a_user_error_before_anything_runs(volume, pipeline,
 
 def test_color_bfactor_alphafold_palette(chimerax_session, tmp_path):
     from chimerax.core.colors import BuiltinColormaps
+
     from chimerax.modelangelo.cmd import open_models
 
     bfactors = np.array([5.0, 45.0, 60.0, 75.0, 85.0, 99.0])
@@ -476,6 +480,7 @@ def test_stop_command_stops_a_background_build(volume, monkeypatch, tmp_path, ch
 
 def test_one_build_at_a_time(volume, monkeypatch, tmp_path):
     from chimerax.core.errors import UserError
+
     from chimerax.modelangelo import pipeline as pipeline_mod
 
     fake = RecordingPipeline(wait_for_stop=True)

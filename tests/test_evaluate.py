@@ -7,6 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.optimize import linear_sum_assignment
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import maximum_bipartite_matching
+from scipy.spatial.distance import cdist
+
 from chimerax.modelangelo import residue_constants as rc
 from chimerax.modelangelo.errors import ModelAngeloError
 from chimerax.modelangelo.evaluate import (
@@ -16,10 +21,6 @@ from chimerax.modelangelo.evaluate import (
     match_points,
 )
 from chimerax.modelangelo.protein import Protein, load_protein
-from scipy.optimize import linear_sum_assignment
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import maximum_bipartite_matching
-from scipy.spatial.distance import cdist
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 COMPLEX = DATA / "structures" / "db55_1A2K_b.cif.gz"  # 444 residues, chains C (196), A, B (124)

@@ -6,6 +6,8 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 import pytest
+from scipy import ndimage
+
 from chimerax.modelangelo.errors import MapError, OutputError
 from chimerax.modelangelo.mapio import (
     MapGrid,
@@ -21,7 +23,6 @@ from chimerax.modelangelo.mapio import (
     write_map,
 )
 from chimerax.modelangelo.protein import load_protein
-from scipy import ndimage
 
 REAL_MAPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_maps"
 REAL_DIRS = sorted(p for p in REAL_MAPS.glob("*") if list(p.glob("emd_*.mrc")))

@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy.spatial import cKDTree
+
 from chimerax.modelangelo import residue_constants as rc
 from chimerax.modelangelo.alignment import search_profiles
 from chimerax.modelangelo.config import PostprocessConfig
@@ -21,7 +23,6 @@ from chimerax.modelangelo.prediction import GraphPrediction
 from chimerax.modelangelo.protein import load_protein
 from chimerax.modelangelo.sequences import SequenceRecord, read_fasta
 from chimerax.modelangelo.structure_output import write_mmcif
-from scipy.spatial import cKDTree
 
 REAL = Path("/work/shared/data/real_maps")
 DECOY = Path("/work/shared/data/structures/db55_1A2K_b.cif.gz")

@@ -2,6 +2,7 @@ import gzip
 from pathlib import Path
 
 import pytest
+
 from chimerax.modelangelo.errors import OutputError, SequenceError
 from chimerax.modelangelo.sequences import (
     SequenceRecord,

@@ -5,6 +5,7 @@ from pathlib import Path
 import gemmi
 import numpy as np
 import pytest
+
 from chimerax.modelangelo import residue_constants as rc
 from chimerax.modelangelo.errors import OutputError
 from chimerax.modelangelo.protein import Protein, load_protein

@@ -23,12 +23,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import CNNConfig, Config
+from ..config import Config
 from ..mapio import normalise
 from ..model.cnn import CAUNet
 from ..protein import Protein
-from .simulate import load_training_protein, simulate_map
 from . import splits as _splits
+from .simulate import load_training_protein, simulate_map
 
 POS_WEIGHT = 5.0  # BCE weight of the rare positive voxels
 OFFSET_LOSS_WEIGHT = 1.0

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import gemmi
 import pytest
+
 from chimerax.modelangelo.cli import main
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from chimerax.modelangelo import residue_constants as rc
 from chimerax.modelangelo.alignment import build_hmm, write_hmm
 from chimerax.modelangelo.cli import main

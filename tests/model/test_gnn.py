@@ -15,8 +15,13 @@ from chimerax.modelangelo import geometry as geo
 from chimerax.modelangelo import residue_constants as rc
 from chimerax.modelangelo.config import GNNConfig
 from chimerax.modelangelo.model.common import DensityGrid, knn
-from chimerax.modelangelo.model.gnn import (GNN, gnn_loss, initial_rotations, plan_crops,
-                                            targets_from_protein)
+from chimerax.modelangelo.model.gnn import (
+    GNN,
+    gnn_loss,
+    initial_rotations,
+    plan_crops,
+    targets_from_protein,
+)
 from chimerax.modelangelo.prediction import GraphPrediction
 from chimerax.modelangelo.protein import load_protein
 

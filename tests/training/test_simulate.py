@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from chimerax.modelangelo import residue_constants as rc
 from chimerax.modelangelo.config import SimulationConfig
 from chimerax.modelangelo.errors import ModelAngeloError

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from chimerax.modelangelo.errors import ModelAngeloError
 from chimerax.modelangelo.training.splits import (
     SPLITS,
