@@ -185,10 +185,11 @@ def run_build(
 
         pred = prediction_from_points(nodes, node_prob)
     else:
-        model, gnn_cfg = gnn
+        model, _ = gnn
         pred = _with_oom_fallback(
-            lambda dev: model.to(dev).predict_map(nodes, work, sequences, gnn_cfg, device=dev,
-                                                  should_stop=rep.check_stop),
+            lambda dev: model.to(dev).predict_map(nodes, work, sequences, device=dev,
+                                                  should_stop=rep.check_stop,
+                                                  progress=rep.report),
             torch_device, warnings, rep)
 
     rep.stage("chains", "linking chains, building side chains, aligning sequences")

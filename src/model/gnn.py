@@ -278,7 +278,8 @@ class GNN(nn.Module):
         """Pipeline entry: nodes [N, 3], a ``MapGrid`` (normalised, working voxel size),
         sequences as ``SequenceRecord``-like objects (``.sequence``) or strings.
         ``cfg`` is accepted for the caller's convenience; the model's own config rules."""
-        seqs = [getattr(r, "sequence", r) for r in (sequences or [])]
+        # identical chains (homo-oligomers) are embedded once
+        seqs = list(dict.fromkeys(getattr(r, "sequence", r) for r in (sequences or [])))
         return self.predict_cropped(nodes, grid, seqs, device=device, bf16=bf16,
                                     should_stop=should_stop, progress=progress)
 

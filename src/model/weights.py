@@ -20,10 +20,16 @@ def shipped_path(name: str) -> Path:
     return WEIGHTS_DIR / f"{name}.pt"
 
 
+# Buffers computed from the config, not learned, stay fp32: fp16 rounding of the ESM
+# rotary frequencies would shift the positional encoding of long sequences.
+FP32_BUFFER_SUFFIXES = ("rot_emb.inv_freq",)
+
+
 def save_weights(path: Path, state_dict: dict[str, torch.Tensor], config: dict[str, Any],
                  record: dict[str, Any]) -> None:
     """Write fp16 weights (integer buffers such as BatchNorm counters kept as they are)."""
-    half = {k: (v.half() if v.is_floating_point() else v) for k, v in state_dict.items()}
+    half = {k: (v.half() if v.is_floating_point() and not k.endswith(FP32_BUFFER_SUFFIXES)
+                else v) for k, v in state_dict.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"format": 1, "state_dict": half, "config": config, "record": record}, path)
 

@@ -1,0 +1,173 @@
+"""``modelangelo train-gnn``: train (or resume) the graph network; export shipped weights.
+
+Training state lives in ``--run-dir`` and every run resumes from it, so many short runs
+add up (see ``training/train_gnn.py``). The network size (``--hidden``, ``--layers``, ``--esm-*``) is
+fixed when a run folder is created; later runs take it from the checkpoint. ``--export``
+writes the best validated checkpoint as fp16 weights with its training record, in the
+form ``model/loading.load_gnn`` reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("run")
+    g.add_argument("--run-dir", type=Path, default=Path("runs/gnn"),
+                   help="folder for checkpoints and logs (resumed if it exists)")
+    g.add_argument("--steps", type=int, default=1000, help="train until this total step count")
+    g.add_argument("--minutes", type=float, default=None,
+                   help="stop (with a checkpoint) after this many minutes of this run")
+    g.add_argument("--threads", type=int, default=2,
+                   help="CPU threads for torch (use 1 while another training job runs: two "
+                        "threads on a busy 2-core machine are many times slower, not faster)")
+    g.add_argument("--data-root", type=Path, default=None,
+                   help="folder holding structures/ (default: $MODELANGELO_DATA or ../shared/data)")
+    g = parser.add_argument_group("network (new run folders only)")
+    g.add_argument("--hidden", type=int, default=None, help="node feature width (GNNConfig.hidden)")
+    g.add_argument("--layers", type=int, default=None, help="GNN layers (GNNConfig.num_layers)")
+    g.add_argument("--esm-layers", type=int, default=None,
+                   help="layers of the sequence encoder trained with the GNN (GNNConfig.esm_layers)")
+    g.add_argument("--esm-dim", type=int, default=None,
+                   help="sequence encoder width (GNNConfig.seq_embed_dim)")
+    g.add_argument("--esm-heads", type=int, default=None,
+                   help="sequence encoder attention heads (must divide --esm-dim)")
+    g = parser.add_argument_group("data")
+    g.add_argument("--crop-nodes", type=int, default=None, help="residues per training crop")
+    g.add_argument("--cnn-nodes-prob", type=float, default=None,
+                   help="share of examples whose nodes are the CA CNN's own peaks "
+                        "(needs CNN weights; default 0.2 when the shipped CNN weights exist, "
+                        "else 0)")
+    g.add_argument("--cnn-weights", type=Path, default=None,
+                   help="CA CNN weight file for --cnn-nodes-prob (default: the shipped one)")
+    g.add_argument("--cnn-like-prob", type=float, default=None,
+                   help="share of examples with simulated misses and false positives")
+    g = parser.add_argument_group("schedule")
+    g.add_argument("--validate-every", type=int, default=None, help="steps between validations")
+    g.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints")
+    g.add_argument("--val-maps", type=int, default=6, help="simulated validation examples")
+    g.add_argument("--lr", type=float, default=None, help="learning rate")
+    g = parser.add_argument_group("export")
+    g.add_argument("--export", type=Path, default=None,
+                   help="write the best checkpoint as fp16 weights to this path and stop")
+    g.add_argument("--note", default="", help="free text stored in the training record")
+
+
+def _load_cnn(args, prob_requested: float | None):
+    """``((model, cfg) or None, cnn_nodes_prob)``."""
+    import torch
+
+    from ..model.loading import load_cnn
+    from ..model.weights import shipped_path
+
+    path = args.cnn_weights if args.cnn_weights is not None else shipped_path("cnn")
+    if prob_requested is not None and prob_requested <= 0:
+        return None, 0.0
+    if not Path(path).exists():
+        if prob_requested is not None:
+            from ..errors import ModelAngeloError
+
+            raise ModelAngeloError(f"--cnn-nodes-prob needs CNN weights; {path} does not exist")
+        print(f"train-gnn: no CNN weights at {path}: CNN-node examples disabled", file=sys.stderr)
+        return None, 0.0
+    model, cnn_cfg, _ = load_cnn(torch.device("cpu"), path)
+    return (model, cnn_cfg), (0.2 if prob_requested is None else prob_requested)
+
+
+def main(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..config import Config
+    from ..errors import ModelAngeloError
+
+    torch.set_num_threads(args.threads)
+    if args.export is not None:
+        return export(args)
+    from ..training.gnn_data import GNNDataConfig
+    from ..training.train_gnn import GNNTrainer
+    from ..training.validate_gnn import GNNValidator
+
+    cfg = Config()
+    if args.validate_every:
+        cfg.train.validate_every = args.validate_every
+    if args.checkpoint_every:
+        cfg.train.checkpoint_every = args.checkpoint_every
+    if args.lr:
+        cfg.train.lr = args.lr
+    resuming = (args.run_dir / "checkpoint.pt").exists()
+    sizes = {"hidden": args.hidden, "num_layers": args.layers, "esm_layers": args.esm_layers,
+             "seq_embed_dim": args.esm_dim, "esm_heads": args.esm_heads}
+    for name, value in sizes.items():
+        if value is not None:
+            setattr(cfg.gnn, name, value)
+    if cfg.gnn.seq_embed_dim % cfg.gnn.esm_heads:
+        raise ModelAngeloError(f"--esm-dim {cfg.gnn.seq_embed_dim} is not a multiple of "
+                               f"--esm-heads {cfg.gnn.esm_heads}")
+    if resuming and any(v is not None for v in sizes.values()):
+        print("train-gnn: resuming: network size options ignored (the checkpoint's network "
+              "is used)", file=sys.stderr)
+    cnn, prob = _load_cnn(args, args.cnn_nodes_prob)
+    overrides = {"cnn_nodes_prob": prob}
+    if args.crop_nodes:
+        overrides["crop_nodes"] = args.crop_nodes
+    if args.cnn_like_prob is not None:
+        overrides["cnn_like_prob"] = args.cnn_like_prob
+    try:
+        trainer = GNNTrainer(args.run_dir, cfg, GNNDataConfig(), data_root=args.data_root,
+                             cnn=cnn, data_overrides=overrides)
+    except FileNotFoundError as exc:
+        raise ModelAngeloError(f"training data not found: {exc}") from exc
+    with open(args.run_dir / "commands.txt", "a") as fh:
+        fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} step {trainer.step}: "
+                 f"modelangelo {' '.join(sys.argv[1:])}\n")
+    print(f"train-gnn: {trainer.num_parameters / 1e6:.2f}M parameters, hidden "
+          f"{trainer.cfg.gnn.hidden}, {trainer.cfg.gnn.num_layers} layers, data "
+          f"{json.dumps(trainer.dcfg.__dict__)}")
+    validator = GNNValidator(trainer.cfg, trainer.dcfg, n_maps=args.val_maps,
+                             data_root=args.data_root, cnn=cnn)
+    limit = args.minutes * 60 if args.minutes else None
+    trainer.train(args.steps, validate=validator, time_limit_s=limit)
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..errors import ModelAngeloError
+    from ..model.weights import save_weights
+
+    best = args.run_dir / "best.pt"
+    if not best.exists():
+        raise ModelAngeloError(f"no validated checkpoint in {args.run_dir} (best.pt missing)")
+    blob = torch.load(best, map_location="cpu", weights_only=False)
+    latest_path = args.run_dir / "checkpoint.pt"
+    latest = (torch.load(latest_path, map_location="cpu", weights_only=False)
+              if latest_path.exists() else {})
+    commands = (args.run_dir / "commands.txt").read_text().splitlines() \
+        if (args.run_dir / "commands.txt").exists() else []
+    gnn = blob["config"]["gnn"]
+    record = {
+        "network": (f"graph network (method 3.2): hidden {gnn['hidden']}, "
+                    f"{gnn['num_layers']} layers, {gnn['cube_size']}^3 density cubes, "
+                    f"ESM2 {gnn['esm_layers']} layers x {gnn['seq_embed_dim']}"),
+        "parameters": int(sum(v.numel() for v in blob["model"].values())),
+        "steps": blob["step"],
+        "total_steps_run": latest.get("step"),
+        "train_seconds": round(latest.get("elapsed", 0.0)),
+        "validation": blob["validation"],
+        "data": ("simulated maps (training/simulate.py) of crops of the 'train' split "
+                 "(training/splits/), examples from training/gnn_data.py"),
+        "data_config": blob.get("data_config", {}),
+        "commands": commands,
+        "note": args.note,
+    }
+    save_weights(args.export, blob["model"], blob["config"], record)
+    print(json.dumps(record, indent=2))
+    return 0
+
+

@@ -1,0 +1,266 @@
+"""Training the graph network on simulated maps, resumable, for hours on 2 CPU cores.
+
+Each step draws one structure from the training split and makes one example
+(:func:`.gnn_data.make_example`: a crop of up to ``crop_nodes`` residues, its simulated
+and normalised map, noisy or CNN-like or CNN-detected nodes with random initial
+frames, full chain sequences). The GNN runs with a random number of recycles
+(0..``GNNConfig.recycles``, gradient-free, then one pass with gradient, as AF2) under
+bf16 autocast; :func:`..model.gnn.gnn_loss` (per-layer CA, backbone, residue type,
+torsion and edge terms; last-layer full-atom and confidence terms) is minimised with
+AdamW, a linear warm-up of ``WARMUP_STEPS`` steps and gradient clipping at ``GRAD_CLIP``.
+A step whose loss is not finite is skipped (logged).
+
+State lives in a run folder, as for the CNN (:mod:`.train_cnn`): ``checkpoint.pt``
+(latest, written atomically every ``checkpoint_every`` steps and at the end: model,
+optimiser, step, numpy and torch RNG states, config, data config, elapsed seconds),
+``best.pt`` (best validation score so far, see :mod:`.validate_gnn`), ``log.jsonl``
+(one line per 10 steps and per validation) and ``commands.txt`` (written by the CLI).
+Re-running the same command resumes from ``checkpoint.pt`` with the same RNG state, so
+many short runs add up to one long one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import Config, section_from_dict
+from ..model.common import DensityGrid
+from ..model.gnn import GNN, gnn_loss
+from ..protein import Protein
+from . import splits as _splits
+from .gnn_data import GNNDataConfig, GNNExample, make_example
+from .simulate import load_training_protein
+from .train_cnn import save_atomic
+
+WARMUP_STEPS = 200  # linear learning-rate warm-up
+GRAD_CLIP = 1.0  # global gradient-norm clip
+LOG_EVERY = 10  # steps per log line
+
+
+def example_tensors(ex: GNNExample, device=None) -> tuple[dict, dict]:
+    """``(inputs, targets)`` of one example as tensors.
+
+    ``inputs``: ``node_ca`` [M, 3], ``density`` (:class:`DensityGrid`),
+    ``init_rotations`` [M, 3, 3]. ``targets``: the dict :func:`..model.gnn.gnn_loss`
+    reads (``atom_positions``, ``atom_mask``, ``aatype``, ``residue_mask``,
+    ``prev_node``, ``next_node``, ``torsions``, ``torsion_mask``).
+    """
+    def t(x, dtype=None):
+        return torch.as_tensor(np.asarray(x), dtype=dtype, device=device)
+
+    inputs = {
+        "node_ca": t(ex.node_xyz, torch.float32),
+        "density": DensityGrid.from_map(ex.grid, device),
+        "init_rotations": t(ex.init_rotations, torch.float32),
+    }
+    targets = {
+        "atom_positions": t(ex.atom_positions, torch.float32),
+        "atom_mask": t(ex.atom_mask, torch.bool),
+        "aatype": t(ex.aatype, torch.long),
+        "residue_mask": t(ex.target_mask, torch.bool),
+        "prev_node": t(ex.prev_node, torch.long),
+        "next_node": t(ex.next_node, torch.long),
+        "torsions": t(ex.torsions, torch.float32),
+        "torsion_mask": t(ex.torsion_mask, torch.bool),
+    }
+    return inputs, targets
+
+
+def run_model(model: GNN, ex: GNNExample, recycles: int, *, bf16: bool, device=None) -> dict:
+    """The GNN's outputs on one example (``recycles`` gradient-free passes first)."""
+    inputs, _ = example_tensors(ex, device)
+    dev = inputs["node_ca"].device
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+        emb, mask = model.embed_sequences(ex.sequences, dev)
+        return model.forward_recycled(inputs["node_ca"], inputs["density"], emb, mask,
+                                      inputs["init_rotations"], recycles=recycles)
+
+
+def learning_rate(step: int, base: float) -> float:
+    """Linear warm-up over ``WARMUP_STEPS``, then constant."""
+    return base * min(1.0, (step + 1) / WARMUP_STEPS)
+
+
+class GNNTrainer:
+    """Resumable training of :class:`..model.gnn.GNN` (see the module docstring).
+
+    ``cfg`` and ``dcfg`` are used for a new run; a resumed run takes the network config
+    and data config from its checkpoint, except ``cfg.train`` and any data settings in
+    ``data_overrides`` (dict of :class:`GNNDataConfig` fields), which may change between
+    runs. ``cnn`` is ``(CAUNet, CNNConfig)`` for the CNN-node mode.
+    """
+
+    def __init__(self, run_dir: Path, cfg: Config, dcfg: GNNDataConfig | None = None, *,
+                 data_root: Path | None = None, cnn=None, data_overrides: dict | None = None,
+                 train_names: list[str] | None = None, log: Callable[[str], None] = print):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log = log
+        self.data_root = data_root
+        self.cnn = cnn
+        ckpt_path = self.run_dir / "checkpoint.pt"
+        ckpt = None
+        if ckpt_path.exists():
+            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            self.cfg = Config.from_dict(ckpt["config"])
+            self.cfg.train = cfg.train  # training-loop settings may change between runs
+            self.dcfg = section_from_dict(GNNDataConfig, ckpt.get("data_config", {}))
+        else:
+            self.cfg = cfg
+            self.dcfg = dcfg or GNNDataConfig()
+        if data_overrides:
+            self.dcfg = dataclasses.replace(self.dcfg, **data_overrides)
+        if self.cnn is None and self.dcfg.cnn_nodes_prob > 0:
+            raise ValueError("cnn_nodes_prob > 0 needs a CNN")
+        torch.manual_seed(self.cfg.train.seed)
+        self.model = GNN(self.cfg.gnn)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.train.lr,
+                                     weight_decay=self.cfg.train.weight_decay)
+        self.step = 0
+        self.best_score = -math.inf
+        self.rng = np.random.default_rng(self.cfg.train.seed)
+        self.elapsed = 0.0
+        self.skipped = 0
+        if ckpt is not None:
+            self.model.load_state_dict(ckpt["model"])
+            self.opt.load_state_dict(ckpt["opt"])
+            self.step = int(ckpt["step"])
+            self.best_score = float(ckpt["best_score"])
+            self.rng.bit_generator.state = ckpt["rng"]
+            if "torch_rng" in ckpt:
+                torch.set_rng_state(ckpt["torch_rng"])
+            self.elapsed = float(ckpt.get("elapsed", 0.0))
+            self.skipped = int(ckpt.get("skipped", 0))
+            self.log(f"resumed from {ckpt_path} at step {self.step}")
+        self.train_names = train_names if train_names is not None else _splits.load_split("train")
+        self._cache: dict[str, Protein] = {}
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def protein(self, name: str) -> Protein:
+        if name not in self._cache:
+            if len(self._cache) > 200:
+                self._cache.clear()
+            self._cache[name] = load_training_protein(name, self.data_root)
+        return self._cache[name]
+
+    def checkpoint(self) -> None:
+        save_atomic(
+            {
+                "model": self.model.state_dict(),
+                "opt": self.opt.state_dict(),
+                "step": self.step,
+                "best_score": self.best_score,
+                "rng": self.rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
+                "config": self.cfg.to_dict(),
+                "data_config": dataclasses.asdict(self.dcfg),
+                "elapsed": self.elapsed,
+                "skipped": self.skipped,
+            },
+            self.run_dir / "checkpoint.pt",
+        )
+
+    def _write_log(self, record: dict) -> None:
+        with open(self.run_dir / "log.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def next_example(self) -> tuple[GNNExample, int]:
+        """The next training example and its number of recycles (advances the RNG)."""
+        name = self.train_names[int(self.rng.integers(len(self.train_names)))]
+        ex = make_example(self.protein(name), self.rng, self.cfg, self.dcfg, cnn=self.cnn)
+        ex.params["name"] = name
+        recycles = int(self.rng.integers(self.cfg.gnn.recycles + 1))
+        return ex, recycles
+
+    def train_step(self) -> dict | None:
+        """One optimiser step; returns its loss terms (None when skipped)."""
+        tc = self.cfg.train
+        ex, recycles = self.next_example()
+        if int(ex.target_mask.sum()) == 0:
+            self.step += 1
+            self.skipped += 1
+            return None
+        for group in self.opt.param_groups:
+            group["lr"] = learning_rate(self.step, tc.lr)
+        out = run_model(self.model, ex, recycles, bf16=tc.bf16)
+        _, targets = example_tensors(ex)
+        loss, terms = gnn_loss(out, targets, self.cfg.gnn)
+        self.step += 1
+        if not torch.isfinite(loss):
+            self.skipped += 1
+            self.log(f"step {self.step}: non-finite loss on {ex.params['name']}, skipped")
+            return None
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP)
+        if not torch.isfinite(grad_norm):
+            self.skipped += 1
+            self.opt.zero_grad(set_to_none=True)
+            self.log(f"step {self.step}: non-finite gradient on {ex.params['name']}, skipped")
+            return None
+        self.opt.step()
+        rec = {k: float(v) for k, v in terms.items()}
+        rec.update(loss=float(loss.detach()), grad_norm=float(grad_norm), nodes=len(ex),
+                   recycles=recycles, mode=ex.mode)
+        return rec
+
+    def train(self, steps: int, *, validate=None, time_limit_s: float | None = None) -> None:
+        """Train until ``steps`` total steps (resuming counts earlier ones) or until
+        ``time_limit_s`` seconds of this call have passed; always ends with a checkpoint."""
+        tc = self.cfg.train
+        self.model.train()
+        window: list[dict] = []
+        t_start = t_last = time.time()
+        while self.step < steps:
+            if time_limit_s is not None and time.time() - t_start > time_limit_s:
+                self.log(f"time limit reached at step {self.step}")
+                break
+            rec = self.train_step()
+            now = time.time()
+            self.elapsed += now - t_last
+            t_last = now
+            if rec is not None:
+                window.append(rec)
+            if self.step % LOG_EVERY == 0 and window:
+                keys = [k for k, v in window[0].items() if isinstance(v, (int, float))]
+                line = {"step": self.step,
+                        **{k: round(float(np.mean([w[k] for w in window if k in w])), 4)
+                           for k in keys},
+                        "elapsed_s": round(self.elapsed, 1), "skipped": self.skipped}
+                self._write_log(line)
+                self.log(json.dumps(line))
+                window.clear()
+            if self.step % tc.checkpoint_every == 0:
+                self.checkpoint()
+            if validate is not None and self.step % tc.validate_every == 0:
+                self.validate(validate)
+                t_last = time.time()
+        self.checkpoint()
+
+    def validate(self, validate) -> dict:
+        """Run ``validate(model, cfg) -> dict with 'score'``; keep best.pt; checkpoint."""
+        self.model.eval()
+        scores = validate(self.model, self.cfg)
+        self.model.train()
+        scores["step"] = self.step
+        self._write_log({"validation": scores})
+        self.log(f"validation: {json.dumps(scores)}")
+        if scores["score"] > self.best_score:
+            self.best_score = float(scores["score"])
+            save_atomic({"model": self.model.state_dict(), "config": self.cfg.to_dict(),
+                         "data_config": dataclasses.asdict(self.dcfg),
+                         "step": self.step, "validation": scores},
+                        self.run_dir / "best.pt")
+        self.checkpoint()
+        return scores

@@ -1,0 +1,180 @@
+"""GNN trainer: steps, checkpoint/resume (same steps, same RNG), validation, export."""
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from chimerax.modelangelo import residue_constants as rc
+from chimerax.modelangelo.cli import make_parser
+from chimerax.modelangelo.config import Config, GNNConfig, SimulationConfig
+from chimerax.modelangelo.geometry import frames_from_backbone
+from chimerax.modelangelo.model.common import knn
+from chimerax.modelangelo.model.loading import load_gnn
+from chimerax.modelangelo.protein import load_protein
+from chimerax.modelangelo.training.gnn_data import GNNDataConfig, edge_targets, make_example
+from chimerax.modelangelo.training.train_gnn import GNNTrainer, learning_rate
+from chimerax.modelangelo.training.validate_gnn import GNNValidator, example_metrics, summarise
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+torch.set_num_threads(1)
+
+TRAIN = ["db55_1A2K_b", "db55_1ACB_b"]
+VAL = ["db55_1A2K_u"]
+
+
+def tiny_config() -> Config:
+    cfg = Config()
+    cfg.gnn = GNNConfig(hidden=32, num_layers=2, heads=4, k_neighbours=8, esm_layers=1,
+                        seq_embed_dim=32, esm_heads=4, cube_channels=(4, 8, 8), recycles=1,
+                        edge_pair_dim=16)
+    cfg.train.checkpoint_every = 2
+    cfg.train.validate_every = 3
+    cfg.simulation = dataclasses.replace(SimulationConfig(), detergent_prob=0.0)
+    return cfg
+
+
+DCFG = GNNDataConfig(crop_nodes=40)
+
+
+def trainer(run_dir, **kw) -> GNNTrainer:
+    return GNNTrainer(run_dir, tiny_config(), DCFG, train_names=TRAIN, log=lambda s: None, **kw)
+
+
+def params(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_train_checkpoint_and_resume(tmp_path):
+    a = trainer(tmp_path / "a")
+    before = params(a.model)
+    a.train(3)
+    assert a.step == 3
+    ckpt = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 3 and ckpt["data_config"]["crop_nodes"] == 40
+    assert any(not torch.equal(before[k], v) for k, v in params(a.model).items())
+    assert not (tmp_path / "a" / "log.jsonl").exists()  # a log line every 10 steps
+
+    b = trainer(tmp_path / "a")  # resumes
+    assert b.step == 3
+    assert b.rng.bit_generator.state == a.rng.bit_generator.state
+    for k, v in params(a.model).items():
+        assert torch.equal(v, b.model.state_dict()[k])
+    b.train(5)
+
+    # Resuming gives exactly what an uninterrupted run gives.
+    c = trainer(tmp_path / "c")
+    c.train(5)
+    assert c.step == b.step == 5
+    assert c.rng.bit_generator.state == b.rng.bit_generator.state
+    for k, v in params(c.model).items():
+        torch.testing.assert_close(v, b.model.state_dict()[k], rtol=0, atol=1e-6)
+
+
+def test_learning_rate_warms_up():
+    assert learning_rate(0, 1e-3) < learning_rate(50, 1e-3) < learning_rate(5000, 1e-3) == 1e-3
+
+
+def perfect_outputs(ex, k=8):
+    """Outputs of an oracle GNN: true frames, types, torsions, edges (for metric checks)."""
+    pos = torch.from_numpy(ex.atom_positions)
+    rot, trans = frames_from_backbone(pos[:, rc.N_IDX], pos[:, rc.CA_IDX], pos[:, rc.C_IDX])
+    e_idx, _ = knn(trans, k)
+    nb, nxt = edge_targets(e_idx, torch.from_numpy(ex.prev_node), torch.from_numpy(ex.next_node))
+    n = len(ex)
+    from chimerax.modelangelo.geometry import backbone_from_frames
+
+    return {
+        "rotations": rot, "translations": trans, "backbone": backbone_from_frames(rot, trans),
+        "aa_logits": torch.nn.functional.one_hot(torch.from_numpy(ex.aatype).clamp(0, 19),
+                                                 20).float() * 10,
+        "torsions": torch.from_numpy(ex.torsions)[:, None].expand(n, 20, 7, 2),
+        "edge_index": e_idx, "edge_logits": nb * 20 - 10, "next_logits": nxt * 20 - 10,
+        "confidence": torch.full((n,), 90.0) + torch.rand(n),
+    }
+
+
+def test_metrics_of_a_perfect_and_a_poor_prediction():
+    protein = load_protein(DATA / "structures" / "db55_1A2K_u.cif.gz")
+    cfg = tiny_config()
+    cfg.simulation = dataclasses.replace(cfg.simulation, drop_chain_prob=0.0,
+                                         drop_segment_prob=0.0)
+    ex = make_example(protein, np.random.default_rng(2), cfg, GNNDataConfig(crop_nodes=60),
+                      mode="noise")
+    out = perfect_outputs(ex)
+    m = summarise([example_metrics(out, ex)], [0.0])
+    assert m["ca_rmsd"] < 1e-3 and m["aa_accuracy"] == 1.0 and m["edge_f1"] == 1.0
+    assert m["backbone_rmsd"] < 0.1 and m["full_atom_rmsd"] < 0.4
+    assert m["torsion_mae_deg"] < 0.5 and m["direction_accuracy"] == 1.0
+    assert m["input_ca_rmsd"] == pytest.approx(1.0, abs=0.25)
+    assert m["score"] == pytest.approx(1.0 + 0.25 - 0.2 * m["ca_rmsd"], abs=1e-3)
+    # Worse everything: CAs moved 2 A, wrong types, no edges, confidence anti-correlated.
+    bad = dict(out)
+    shift = torch.randn(len(ex), 3)
+    shift = 2 * shift / shift.norm(dim=-1, keepdim=True) * torch.rand(len(ex), 1)
+    bad["translations"] = out["translations"] + shift
+    bad["aa_logits"] = out["aa_logits"].roll(1, dims=1)
+    bad["edge_logits"] = torch.full_like(out["edge_logits"], -5.0)
+    bad["confidence"] = 40 * shift.norm(dim=-1)  # most confident where most wrong
+    mb = summarise([example_metrics(bad, ex)], [0.0])
+    assert mb["ca_rmsd"] > 0.8 and mb["aa_accuracy"] == 0.0 and mb["edge_f1"] == 0.0
+    assert mb["confidence_corr"] == pytest.approx(-1.0, abs=1e-3)
+    assert mb["score"] < m["score"] - 1
+
+
+def test_validation_best_and_export_loadable(tmp_path):
+    run = tmp_path / "run"
+    t = trainer(run)
+    val = GNNValidator(t.cfg, t.dcfg, n_maps=2, names=VAL)
+    assert [ex.mode for ex in val.examples] == ["noise", "cnn-like"]
+    t.train(3, validate=val)
+    best = torch.load(run / "best.pt", weights_only=False)
+    assert best["step"] == 3
+    for key in ("ca_rmsd", "aa_accuracy", "backbone_rmsd", "torsion_mae_deg", "edge_f1",
+                "confidence_corr", "score"):
+        assert key in best["validation"]
+    log = (run / "log.jsonl").read_text()
+    assert '"validation"' in log
+
+    out = tmp_path / "gnn.pt"
+    args = make_parser(["train-gnn"]).parse_args(
+        ["train-gnn", "--run-dir", str(run), "--export", str(out), "--note", "test",
+         "--threads", "1"])
+    from chimerax.modelangelo.cli import train_gnn
+
+    assert train_gnn.main(args) == 0
+    blob = torch.load(out, weights_only=False)
+    assert blob["record"]["steps"] == 3 and blob["record"]["note"] == "test"
+    halves = [v.dtype for k, v in blob["state_dict"].items() if "inv_freq" not in k]
+    assert set(halves) <= {torch.float16, torch.int64, torch.bool}
+    model, gcfg = load_gnn(torch.device("cpu"), out)
+    assert gcfg == t.cfg.gnn
+    assert not model.training
+    for k, v in best["model"].items():
+        got = model.state_dict()[k]
+        if "inv_freq" in k:
+            assert torch.equal(got, v)  # kept fp32 exactly
+        else:
+            torch.testing.assert_close(got, v.float(), rtol=1e-3, atol=1e-3)
+
+
+def test_cli_arguments_registered():
+    args = make_parser(["train-gnn"]).parse_args(
+        ["train-gnn", "--run-dir", "x", "--steps", "7", "--cnn-nodes-prob", "0.3",
+         "--hidden", "128", "--layers", "4", "--minutes", "5", "--esm-layers", "3",
+         "--esm-dim", "160", "--esm-heads", "8"])
+    assert args.steps == 7 and args.cnn_nodes_prob == 0.3 and args.hidden == 128
+    assert (args.esm_layers, args.esm_dim, args.esm_heads) == (3, 160, 8)
+    assert isinstance(args, argparse.Namespace) and args.export is None
+
+
+def test_cnn_nodes_without_weights_is_an_error(tmp_path):
+    from chimerax.modelangelo.cli import main
+
+    rc_ = main(["train-gnn", "--run-dir", str(tmp_path / "r"), "--cnn-nodes-prob", "0.5",
+                "--cnn-weights", str(tmp_path / "missing.pt"), "--steps", "1", "--threads", "1"])
+    assert rc_ == 2
+    assert not (tmp_path / "r" / "checkpoint.pt").exists()
