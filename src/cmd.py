@@ -68,6 +68,13 @@ def register_command(command_name: str, logger) -> None:
             url=HELP_URL + "#search",
         )
         register(command_name, desc, modelangelo_search, logger=logger)
+    elif command_name == "modelangelo color":
+        from chimerax.atomic import StructuresArg
+
+        desc = CmdDesc(optional=[("structures", StructuresArg)],
+                       synopsis="colour built models by per-residue confidence (alphafold palette)",
+                       url=HELP_URL + "#color")
+        register(command_name, desc, modelangelo_color, logger=logger)
     elif command_name == "modelangelo stop":
         desc = CmdDesc(synopsis="stop running ModelAngelo builds", url=HELP_URL + "#stop")
         register(command_name, desc, modelangelo_stop, logger=logger)
@@ -379,8 +386,15 @@ def open_models(session, files: list[tuple[str, Path]], *, group_name: str, posi
     group = Model(group_name, session)
     session.models.add([group])
     session.models.add(structures, parent=group)
-    run(session, f"color bfactor {group.atomspec} palette alphafold", log=False)
+    color_by_confidence(session, group.atomspec)
     return group, structures
+
+
+def color_by_confidence(session, spec: str) -> None:
+    """Confidence (0-100, in the B-factor column) coloured with the AlphaFold palette."""
+    from chimerax.core.commands import run
+
+    run(session, f"color bfactor {spec} palette alphafold", log=False)
 
 
 # ---------------------------------------------------------------------------------------
@@ -432,6 +446,22 @@ def modelangelo_build(session, volume, sequence=None, device="auto", output_fold
     if wait:
         return job.run()
     return job.start()
+
+
+def modelangelo_color(session, structures=None):
+    """``modelangelo color [#2]``: back to confidence colouring after recolouring.
+
+    Without structures, every model opened by a ModelAngelo build is recoloured."""
+    from chimerax.atomic import AtomicStructure
+    from chimerax.core.errors import UserError
+
+    if structures is None:
+        structures = [m for m in session.models.list(type=AtomicStructure)
+                      if m.parent is not None and m.parent.name.startswith("ModelAngelo ")]
+    if not structures:
+        raise UserError("no ModelAngelo models are open (give the models to colour, e.g. #2)")
+    color_by_confidence(session, " ".join(s.atomspec for s in structures))
+    session.logger.info(f"ModelAngelo: coloured {len(structures)} model(s) by confidence")
 
 
 def modelangelo_stop(session):

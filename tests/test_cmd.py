@@ -445,6 +445,30 @@ def test_color_bfactor_alphafold_palette(chimerax_session, tmp_path):
     np.testing.assert_allclose(s.scene_position.origin(), (1, 2, 3))
 
 
+def test_color_command_restores_confidence_colouring(chimerax_session, tmp_path):
+    from chimerax.core.colors import BuiltinColormaps
+    from chimerax.core.errors import UserError
+    from chimerax.geometry import translation
+
+    from chimerax.modelangelo.cmd import open_models
+
+    with pytest.raises(UserError, match="no ModelAngelo models"):
+        cx.run("modelangelo color")
+    path = tmp_path / "model.cif"
+    write_model_cif(path, np.outer(np.arange(6), [3.8, 0, 0]), np.linspace(10, 95, 6))
+    _, (s,) = open_models(chimerax_session, [("model", path)], group_name="ModelAngelo m",
+                          position=translation((0, 0, 0)))
+    cx.run(f"color {s.atomspec} red")
+    assert not np.array_equal(s.atoms.colors,
+                              BuiltinColormaps["alphafold"].interpolated_rgba8(s.atoms.bfactors))
+    cx.run("modelangelo color")  # all ModelAngelo results
+    expected = BuiltinColormaps["alphafold"].interpolated_rgba8(s.atoms.bfactors)
+    np.testing.assert_array_equal(s.atoms.colors, expected)
+    cx.run(f"color {s.atomspec} blue")
+    cx.run(f"modelangelo color {s.atomspec}")  # named structures
+    np.testing.assert_array_equal(s.atoms.colors, expected)
+
+
 # ---------------------------------------------------------------------------------------
 # background builds and stop
 # ---------------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
 """The whole build on the bundled example map (real EMD-2566 zone) with the shipped weights."""
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from chimerax.modelangelo import residue_constants as rc
 from chimerax.modelangelo.errors import JobStopped, OutputError
 from chimerax.modelangelo.mapio import interpolate, read_map
 from chimerax.modelangelo.pipeline import STAGES, run_build
@@ -25,17 +27,36 @@ def example_build(tmp_path_factory):
     return result, stages, out
 
 
-def test_writes_both_models_on_the_density(example_build):
+def test_unpruned_model_sits_on_the_density(example_build):
     result, _, out = example_build
     assert result.unpruned_path == out / "emd_2566_unpruned.cif"
-    assert result.pruned_path == out / "emd_2566.cif"
     unpruned = load_protein(result.unpruned_path)
     assert len(unpruned) > 20
     grid = read_map(EXAMPLE_MAP)
     on_model = interpolate(grid, unpruned.ca)
     # built C-alpha atoms sit on density well above the map's typical value
     assert np.median(on_model) > np.percentile(grid.data, 90)
-    assert (out / "summary.json").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["residues_unpruned"] == len(unpruned)
+
+
+def test_pruned_model_follows_the_sequence(example_build):
+    result, _, out = example_build
+    if result.pruned_path is None:
+        # allowed only when nothing matched, and then the user is told so
+        assert any("pruned model is empty" in w for w in result.warnings)
+        assert not (out / "emd_2566.cif").exists()
+        return
+    assert result.pruned_path == out / "emd_2566.cif"
+    pruned = load_protein(result.pruned_path)
+    unpruned = load_protein(result.unpruned_path)
+    assert 0 < len(pruned) <= len(unpruned)
+    sequence = read_fasta(EXAMPLE_FASTA)[0].sequence
+    # residues are numbered by the sequence and carry its residue types
+    assert pruned.residue_number.min() >= 1
+    assert pruned.residue_number.max() <= len(sequence)
+    letters = [rc.RESTYPES[a] for a in pruned.aatype]
+    assert letters == [sequence[n - 1] for n in pruned.residue_number]
 
 
 def test_confidence_is_in_bfactors_0_to_100(example_build):

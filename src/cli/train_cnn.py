@@ -87,6 +87,9 @@ def export(args: argparse.Namespace) -> int:
         "commands": commands,
         "note": args.note,
     }
-    save_weights(args.export, blob["model"], blob["config"], record)
+    # The peak threshold is tuned on the validation maps (training/validate_cnn.py).
+    config = blob["config"]
+    config["cnn"]["peak_threshold"] = blob["validation"]["threshold"]
+    save_weights(args.export, blob["model"], config, record)
     print(json.dumps(record, indent=2))
     return 0
