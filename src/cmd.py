@@ -75,6 +75,11 @@ def register_command(command_name: str, logger) -> None:
                        synopsis="colour built models by per-residue confidence (alphafold palette)",
                        url=HELP_URL + "#color")
         register(command_name, desc, modelangelo_color, logger=logger)
+    elif command_name == "modelangelo install":
+        desc = CmdDesc(keyword=[("dry_run", BoolArg)],
+                       synopsis="install the Python packages ModelAngelo needs (PyTorch, ...)",
+                       url=HELP_URL + "#install")
+        register(command_name, desc, modelangelo_install, logger=logger)
     elif command_name == "modelangelo stop":
         desc = CmdDesc(synopsis="stop running ModelAngelo builds", url=HELP_URL + "#stop")
         register(command_name, desc, modelangelo_stop, logger=logger)
@@ -412,6 +417,7 @@ def modelangelo_build(session, volume, sequence=None, device="auto", output_fold
 
     from .errors import ModelAngeloError
 
+    check_requirements()
     if wait is None:
         wait = not session.ui.is_gui
     busy = running_jobs(session)
@@ -462,6 +468,34 @@ def modelangelo_color(session, structures=None):
         raise UserError("no ModelAngelo models are open (give the models to colour, e.g. #2)")
     color_by_confidence(session, " ".join(s.atomspec for s in structures))
     session.logger.info(f"ModelAngelo: coloured {len(structures)} model(s) by confidence")
+
+
+def check_requirements() -> None:
+    """UserError naming the missing packages and how to install them."""
+    from chimerax.core.errors import UserError
+
+    from .environment import missing_message, missing_requirements
+
+    missing = missing_requirements()
+    if missing:
+        raise UserError(missing_message(missing))
+
+
+def modelangelo_install(session, dry_run=False):
+    """``modelangelo install [dryRun true]``: pip-install the packages builds need into
+    ChimeraX's own Python (blocks until pip finishes; torch is a large download)."""
+    from chimerax.core.errors import UserError
+
+    from .environment import REQUIREMENTS, run_pip_install
+
+    session.logger.info("ModelAngelo: installing " + ", ".join(REQUIREMENTS.values())
+                        + (" (dry run)" if dry_run else ""))
+    status = run_pip_install(list(REQUIREMENTS.values()), dry_run=dry_run,
+                             log=session.logger.info)
+    if status != 0:
+        raise UserError(f"pip failed (exit status {status}); see the log above")
+    session.logger.info("ModelAngelo: packages installed" if not dry_run
+                        else "ModelAngelo: dry run finished, nothing installed")
 
 
 def modelangelo_stop(session):

@@ -601,3 +601,29 @@ def test_end_to_end_real_pipeline(volume, tmp_path, chimerax_session, chimerax_l
     under = volume.interpolated_values(ca.scene_coords, point_xform=Place())
     assert under.mean() > volume.full_matrix().mean() + volume.full_matrix().std()
     assert "ModelAngelo built" in chimerax_log.text("info")
+
+
+# ---------------------------------------------------------------------------------------
+# dependencies
+# ---------------------------------------------------------------------------------------
+def test_missing_packages_are_named_with_the_fix(volume, monkeypatch, tmp_path):
+    import importlib.util
+
+    from chimerax.core.errors import UserError
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("torch", "pyhmmer")
+                        else real_find_spec(name, *a))
+    with pytest.raises(UserError, match=r"torch>=2\.1, pyhmmer>=0\.10.*modelangelo install"):
+        cx.run(f"modelangelo build #1 outputFolder {tmp_path / 'out'}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_install_command_runs_pip_in_this_python(chimerax_session, chimerax_log):
+    # every requirement is already installed in the test environment: pip's dry run
+    # resolves them locally and reports nothing to install
+    cx.run("modelangelo install dryRun true")
+    text = chimerax_log.text("info")
+    assert "dry run finished" in text
+    assert "Requirement already satisfied: torch" in text
