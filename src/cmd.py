@@ -370,7 +370,6 @@ def open_models(session, files: list[tuple[str, Path]], *, group_name: str, posi
     ``position`` (the map's scene position), coloured by B-factor (model confidence)
     with the AlphaFold palette. Returns ``(group, structures)``."""
     from chimerax.atomic import AtomicStructure
-    from chimerax.core.commands import run
     from chimerax.core.models import Model
 
     structures = []
