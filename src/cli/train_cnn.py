@@ -58,38 +58,27 @@ def main(args: argparse.Namespace) -> int:
         raise ModelAngeloError(f"training data not found: {exc}") from exc
     with open(args.run_dir / "commands.txt", "a") as fh:
         fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} step {trainer.step}: "
-                 f"modelangelo {' '.join(sys.argv[2:])}\n")
+                 f"modelangelo {' '.join(sys.argv[1:])}\n")
     validator = CNNValidator(trainer.cfg, n_maps=args.val_maps, data_root=args.data_root)
     trainer.train(args.steps, validate=validator)
     return 0
 
 
 def export(args: argparse.Namespace) -> int:
-    import torch
+    from ..training.export import export_best
 
-    from ..errors import ModelAngeloError
-    from ..model.weights import save_weights
+    def network(config: dict) -> str:
+        c = config["cnn"]
+        return (f"C-alpha detection CNN (residual 3D U-Net, widths {c['widths']}, "
+                f"{c['crop_size']}^3 crops)")
 
-    best = args.run_dir / "best.pt"
-    if not best.exists():
-        raise ModelAngeloError(f"no validated checkpoint in {args.run_dir} (best.pt missing)")
-    blob = torch.load(best, map_location="cpu", weights_only=False)
-    latest = torch.load(args.run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
-    commands = (args.run_dir / "commands.txt").read_text().splitlines() \
-        if (args.run_dir / "commands.txt").exists() else []
-    record = {
-        "network": "CA detection CNN (residual 3D U-Net)",
-        "steps": blob["step"],
-        "total_steps_run": latest["step"],
-        "train_seconds": round(latest.get("elapsed", 0.0)),
-        "validation": blob["validation"],
-        "data": "simulated maps (training/simulate.py) of the 'train' split (training/splits/)",
-        "commands": commands,
-        "note": args.note,
-    }
-    # The peak threshold is tuned on the validation maps (training/validate_cnn.py).
-    config = blob["config"]
-    config["cnn"]["peak_threshold"] = blob["validation"]["threshold"]
-    save_weights(args.export, blob["model"], config, record)
+    def tuned_threshold(config: dict, validation: dict) -> None:
+        # the peak threshold is tuned on the validation maps (training/validate_cnn.py)
+        config["cnn"]["peak_threshold"] = validation["threshold"]
+
+    record = export_best(
+        args.run_dir, args.export, network=network, note=args.note,
+        adjust_config=tuned_threshold,
+        data="simulated maps (training/simulate.py) of the 'train' split (training/splits/)")
     print(json.dumps(record, indent=2))
     return 0

@@ -138,35 +138,21 @@ def main(args: argparse.Namespace) -> int:
 def export(args: argparse.Namespace) -> int:
     import torch
 
-    from ..errors import ModelAngeloError
-    from ..model.weights import save_weights
+    from ..training.export import export_best
 
-    best = args.run_dir / "best.pt"
-    if not best.exists():
-        raise ModelAngeloError(f"no validated checkpoint in {args.run_dir} (best.pt missing)")
-    blob = torch.load(best, map_location="cpu", weights_only=False)
-    latest_path = args.run_dir / "checkpoint.pt"
-    latest = (torch.load(latest_path, map_location="cpu", weights_only=False)
-              if latest_path.exists() else {})
-    commands = (args.run_dir / "commands.txt").read_text().splitlines() \
-        if (args.run_dir / "commands.txt").exists() else []
-    gnn = blob["config"]["gnn"]
-    record = {
-        "network": (f"graph network (method 3.2): hidden {gnn['hidden']}, "
-                    f"{gnn['num_layers']} layers, {gnn['cube_size']}^3 density cubes, "
-                    f"ESM2 {gnn['esm_layers']} layers x {gnn['seq_embed_dim']}"),
-        "parameters": int(sum(v.numel() for v in blob["model"].values())),
-        "steps": blob["step"],
-        "total_steps_run": latest.get("step"),
-        "train_seconds": round(latest.get("elapsed", 0.0)),
-        "validation": blob["validation"],
-        "data": ("simulated maps (training/simulate.py) of crops of the 'train' split "
-                 "(training/splits/), examples from training/gnn_data.py"),
-        "data_config": blob.get("data_config", {}),
-        "commands": commands,
-        "note": args.note,
-    }
-    save_weights(args.export, blob["model"], blob["config"], record)
+    def network(config: dict) -> str:
+        g = config["gnn"]
+        return (f"graph network (method 3.2): hidden {g['hidden']}, {g['num_layers']} layers, "
+                f"{g['cube_size']}^3 density cubes, ESM2 {g['esm_layers']} layers x "
+                f"{g['seq_embed_dim']}")
+
+    best = torch.load(args.run_dir / "best.pt", map_location="cpu", weights_only=False) \
+        if (args.run_dir / "best.pt").exists() else {}
+    record = export_best(
+        args.run_dir, args.export, network=network, note=args.note,
+        data=("simulated maps (training/simulate.py) of crops of the 'train' split "
+              "(training/splits/), examples from training/gnn_data.py"),
+        extra={"data_config": best.get("data_config", {})})
     print(json.dumps(record, indent=2))
     return 0
 
