@@ -31,6 +31,20 @@ from ..errors import ModelAngeloError
 _VALID = set("ACDEFGHIKLMNPQRSTVWYXBUZO")
 
 
+def tokenize(sequences: list[str], alphabet: esm.Alphabet) -> torch.Tensor:
+    """One-letter sequences -> tokens [B, T] (BOS + residues + EOS, padded); letters
+    outside the alphabet's amino acids become X."""
+    rows = []
+    for seq in sequences:
+        clean = "".join(ch if ch in _VALID else "X" for ch in seq.upper())
+        rows.append([alphabet.cls_idx] + alphabet.encode(clean) + [alphabet.eos_idx])
+    t = max((len(r) for r in rows), default=2)
+    tokens = torch.full((len(rows), t), alphabet.padding_idx, dtype=torch.long)  # [B, T]
+    for i, r in enumerate(rows):
+        tokens[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return tokens
+
+
 class ESMEncoder(nn.Module):
     """An ESM model (``ESM2`` or another fair-esm model) + projection to ``out_dim``."""
 
@@ -74,16 +88,7 @@ class ESMEncoder(nn.Module):
 
     def tokenize(self, sequences: list[str], device=None) -> torch.Tensor:
         """One-letter sequences -> tokens [B, T] (BOS + residues + EOS, padded)."""
-        a = self.alphabet
-        rows = []
-        for seq in sequences:
-            clean = "".join(ch if ch in _VALID else "X" for ch in seq.upper())
-            rows.append([a.cls_idx] + a.encode(clean) + [a.eos_idx])
-        t = max((len(r) for r in rows), default=2)
-        tokens = torch.full((len(rows), t), a.padding_idx, dtype=torch.long)
-        for i, r in enumerate(rows):
-            tokens[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-        return tokens.to(device)
+        return tokenize(sequences, self.alphabet).to(device)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens [B, T] -> per-token embeddings [B, T, out_dim] (last layer, final norm)."""

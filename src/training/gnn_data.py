@@ -55,6 +55,7 @@ from scipy.spatial import cKDTree
 from .. import residue_constants as rc
 from ..config import Config
 from ..mapio import MapGrid, normalise
+from ..model.esm_encoder import tokenize
 from ..protein import Protein
 from .simulate import simulate_map
 
@@ -122,7 +123,6 @@ class GNNExample:
 
 
 _ALPHABET = None
-_VALID_LETTERS = set("ACDEFGHIKLMNPQRSTVWYXBUZO")
 
 
 def tokenize_sequences(sequences: list[str]) -> torch.Tensor:
@@ -132,16 +132,7 @@ def tokenize_sequences(sequences: list[str]) -> torch.Tensor:
         import esm
 
         _ALPHABET = esm.Alphabet.from_architecture("ESM-1b")
-    a = _ALPHABET
-    rows = []
-    for seq in sequences:
-        clean = "".join(ch if ch in _VALID_LETTERS else "X" for ch in seq.upper())
-        rows.append([a.cls_idx] + a.encode(clean) + [a.eos_idx])
-    t = max((len(r) for r in rows), default=2)
-    tokens = torch.full((len(rows), t), a.padding_idx, dtype=torch.long)
-    for i, r in enumerate(rows):
-        tokens[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-    return tokens
+    return tokenize(sequences, _ALPHABET)
 
 
 def chain_predecessors(protein: Protein, max_peptide_bond: float = 2.0,

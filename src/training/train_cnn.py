@@ -14,7 +14,6 @@ resumes from ``checkpoint.pt``.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,8 @@ from ..mapio import normalise
 from ..model.cnn import CAUNet
 from ..protein import Protein
 from . import splits as _splits
-from .simulate import load_training_protein, simulate_map
+from .common import ProteinCache, save_atomic
+from .simulate import simulate_map
 
 POS_WEIGHT = 5.0  # BCE weight of the rare positive voxels
 OFFSET_LOSS_WEIGHT = 1.0
@@ -113,14 +113,9 @@ def cnn_loss(out: torch.Tensor, batch: CropBatch) -> tuple[torch.Tensor, dict[st
     return total, {"bce": float(bce.detach()), "offset": float(off.detach())}
 
 
-def save_atomic(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 class Trainer:
-    def __init__(self, run_dir: Path, cfg: Config, *, data_root: Path | None = None, log=print):
+    def __init__(self, run_dir: Path, cfg: Config, *, data_root: Path | None = None, log=print,
+                 train_names: list[str] | None = None):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log = log
@@ -150,15 +145,8 @@ class Trainer:
             self.rng.bit_generator.state = ckpt["rng"]
             self.elapsed = ckpt.get("elapsed", 0.0)
             self.log(f"resumed from {ckpt_path} at step {self.step}")
-        self.train_names = _splits.load_split("train")
-        self._cache: dict[str, Protein] = {}
-
-    def protein(self, name: str) -> Protein:
-        if name not in self._cache:
-            if len(self._cache) > 200:
-                self._cache.clear()
-            self._cache[name] = load_training_protein(name, self.data_root)
-        return self._cache[name]
+        self.train_names = train_names if train_names is not None else _splits.load_split("train")
+        self.protein = ProteinCache(self.data_root)
 
     def checkpoint(self) -> None:
         save_atomic(

@@ -34,11 +34,9 @@ import torch
 from ..config import Config, section_from_dict
 from ..model.common import DensityGrid
 from ..model.gnn import GNN, gnn_loss
-from ..protein import Protein
 from . import splits as _splits
+from .common import ProteinCache, save_atomic
 from .gnn_data import GNNDataConfig, GNNExample, make_example
-from .simulate import load_training_protein
-from .train_cnn import save_atomic
 
 WARMUP_STEPS = 200  # linear learning-rate warm-up
 GRAD_CLIP = 1.0  # global gradient-norm clip
@@ -141,18 +139,11 @@ class GNNTrainer:
             self.skipped = int(ckpt.get("skipped", 0))
             self.log(f"resumed from {ckpt_path} at step {self.step}")
         self.train_names = train_names if train_names is not None else _splits.load_split("train")
-        self._cache: dict[str, Protein] = {}
+        self.protein = ProteinCache(self.data_root)
 
     @property
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
-
-    def protein(self, name: str) -> Protein:
-        if name not in self._cache:
-            if len(self._cache) > 200:
-                self._cache.clear()
-            self._cache[name] = load_training_protein(name, self.data_root)
-        return self._cache[name]
 
     def checkpoint(self) -> None:
         save_atomic(
