@@ -195,6 +195,12 @@ def run_build(
     rep.stage("chains", "linking chains, building side chains, aligning sequences")
     built = build_models(pred, sequences or None, cfg.postprocess)
 
+    if len(built.unpruned) == 0:
+        msg = (f"no chains could be linked from the {len(nodes)} residues found: the unpruned "
+               "model is empty (is the map's resolution better than ~4.5 A?)")
+        warnings.append(msg)
+        rep.log(f"[chains] WARNING: {msg}")
+
     rep.stage("write", f"writing models to {output_dir}")
     metadata = {
         "software": f"ChimeraX-ModelAngelo {VERSION}",
