@@ -182,7 +182,8 @@ def test_bundle_registered_from_bundle_info(chimerax_session):
     xml_commands = {c.text.split(" :: ")[2] for c in ET.parse(REPO / "bundle_info.xml").iter(
         "ChimeraXClassifier") if " :: Command :: " in c.text}
     assert {c.name for c in bi.commands} == xml_commands == {
-        "modelangelo build", "modelangelo search", "modelangelo stop"}
+        "modelangelo build", "modelangelo search", "modelangelo color", "modelangelo install",
+        "modelangelo stop"}
     assert [t.name for t in bi.tools] == ["ModelAngelo"]
     assert ("chimerax", "modelangelo", "ui") in bi.packages
     # The help folder ChimeraX finds for the bundle holds our command page.
