@@ -14,7 +14,7 @@ from .splits import load_split
 from .train_cnn import SPHERE_RADIUS, local_protein
 
 VAL_RESOLUTIONS = (2.5, 3.0, 3.5, 4.0)
-THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6)
+THRESHOLDS = (0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
 
 
 def validation_maps(cfg: Config, n_maps: int = 8, seed: int = 1234, data_root=None
