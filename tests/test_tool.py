@@ -41,7 +41,8 @@ def test_map_chooser_follows_open_and_closed_maps(panel):
     assert panel.map_menu.count() == 1 and panel.map_menu.currentData() == "#2"
 
 
-def test_build_button_runs_the_command(panel, pipeline, tmp_path, chimerax_log):
+def test_build_button_runs_the_command(panel, pipeline, tmp_path, chimerax_log,
+                                      chimerax_session):
     cx.run(f"open {MAP}")
     panel.sequence_path.setText(str(FASTA))
     panel.device_menu.setCurrentText("cpu")
@@ -63,6 +64,16 @@ def test_build_button_runs_the_command(panel, pipeline, tmp_path, chimerax_log):
     assert job.state == "finished" and len(job.structures) == 2
     assert panel.progress_label.text().startswith("Finished emd_2566: opened #2.1, #2.2")
     assert panel.build_button.isEnabled() and not panel.stop_button.isEnabled()
+
+    # the finished build is listed; double-clicking it opens its models again
+    assert panel.runs.count() == 1 and str(out) in panel.runs.item(0).text()
+    cx.run("close #2")
+    panel.runs.itemDoubleClicked.emit(panel.runs.item(0))
+    from chimerax.atomic import AtomicStructure
+
+    reopened = chimerax_session.models.list(type=AtomicStructure)
+    assert sorted(s.name for s in reopened) == ["emd_2566 pruned", "emd_2566 unpruned"]
+    assert panel.progress_label.text().startswith("Reopened emd_2566")
 
 
 def test_pasted_sequence_is_used(panel, pipeline, tmp_path):

@@ -20,6 +20,8 @@ try:  # ChimeraX's Qt alias package
         QHBoxLayout,
         QLabel,
         QLineEdit,
+        QListWidget,
+        QListWidgetItem,
         QPlainTextEdit,
         QPushButton,
         QVBoxLayout,
@@ -34,6 +36,8 @@ except ImportError:  # outside ChimeraX (tests)
         QHBoxLayout,
         QLabel,
         QLineEdit,
+        QListWidget,
+        QListWidgetItem,
         QPlainTextEdit,
         QPushButton,
         QVBoxLayout,
@@ -99,11 +103,17 @@ class ModelAngeloPanel(QWidget):
         self.progress_label.setWordWrap(True)
         self.progress_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
+        self.runs = QListWidget()
+        self.runs.setToolTip("Finished builds of this session: double-click to open their "
+                             "models again")
+        self.runs.itemDoubleClicked.connect(self.reopen)
+
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.progress_label)
-        layout.addStretch(1)
+        layout.addWidget(QLabel("Finished builds:"))
+        layout.addWidget(self.runs)
 
         from chimerax.core.models import (
             ADD_MODELS,
@@ -213,10 +223,37 @@ class ModelAngeloPanel(QWidget):
             ids = ", ".join(f"#{m.id_string}" for m in job.structures)
             self.progress_label.setText(f"Finished {job.name}: opened {ids}; files in "
                                         f"{job.output_dir}")
+            self._add_run(job)
         elif job.state == "stopped":
             self.progress_label.setText(f"Stopped {job.name}")
         else:
             self.progress_label.setText(f"Failed: {job.error}")
+
+    def _add_run(self, job) -> None:
+        files = [(label, str(path)) for label, path in
+                 (("pruned", job.result.pruned_path), ("unpruned", job.result.unpruned_path))
+                 if path is not None]
+        item = QListWidgetItem(f"{job.name}: {job.result.summary.get('residues_unpruned')} "
+                               f"residues built ({job.output_dir})")
+        item.setData(Qt.ItemDataRole.UserRole, (job.name, files))
+        self.runs.addItem(item)
+
+    def reopen(self, item) -> None:
+        """Open a finished build's models again (at the map's position if it is open)."""
+        from chimerax.geometry import Place
+        from chimerax.map import Volume
+
+        from ..cmd import open_models
+
+        name, files = item.data(Qt.ItemDataRole.UserRole)
+        maps = [m for m in self.session.models.list(type=Volume) if m.name.startswith(name)]
+        position = maps[0].scene_position if maps else Place()
+        group, structures = open_models(
+            self.session, [(f"{name} {label}", path) for label, path in files],
+            group_name=f"ModelAngelo {name}", position=position)
+        if structures:
+            ids = ", ".join(f"#{m.id_string}" for m in structures)
+            self.progress_label.setText(f"Reopened {name}: {ids}")
 
     def _set_running(self, running: bool) -> None:
         self.build_button.setEnabled(not running)
