@@ -125,7 +125,8 @@ class PostprocessConfig:
     duplicate_distance: float = 1.0  # nodes with CAs closer than this (A): keep the more confident
     ca_only_ca_ca: float = 3.8  # CA-only fallback: ideal CA-CA distance (A) ...
     ca_only_tolerance: float = 0.6  # ... and the accepted deviation from it (A)
-    unpruned_min_chain_length: int = 3  # shorter chains are left out of the unpruned model
+    # The unpruned model keeps everything built, single residues too (benchmarks/tuning.md).
+    unpruned_min_chain_length: int = 1  # shorter chains are left out of the unpruned model
     # --- sequence alignment (alignment.py) ---
     # Match emissions = w * network probabilities + (1 - w) * background, with w growing
     # linearly with the node's confidence (0..100) from the first to the second value.
