@@ -139,6 +139,10 @@ def run_case(case: dict) -> dict:
         out["build_seconds"] = round(time.perf_counter() - t0, 2)
         out["stage_seconds"] = result.summary["timings_s"]
         out["warnings"] = result.warnings
+        if result.pruned_path is None and seqs:
+            # nothing matched a sequence: an empty pruned model recalls nothing
+            out["pruned"] = {"n_predicted": 0, "n_matched": 0, "residue_recall": 0.0,
+                             "sequence_recall": 0.0, "precision": None}
         for label, path in (("unpruned", result.unpruned_path), ("pruned", result.pruned_path)):
             if path is None:
                 continue
@@ -201,7 +205,8 @@ def markdown(results: list[dict], meta: dict) -> str:
         "density at least as strong as the 10th percentile at deposited CAs (unmodelled density "
         "on real maps). Models: residue recall / precision / sequence recall over one-to-one CA "
         "matches within 3 A; seq match = residue-type accuracy over matched residues; bb RMSD over "
-        "N, CA, C, O of matched residues; conf r = Pearson correlation of confidence and -CA error; "
+        "N, CA, C, O of matched residues (both of the pruned model, or of the unpruned one where "
+        "the pruned model is empty); conf r = Pearson correlation of confidence and -CA error; "
         "search = built chains > 50 residues (no-sequence build) whose first `modelangelo search` "
         "hit, against all 1,615 training chains plus the real maps' sequences, is the map's own "
         "sequence.",
@@ -216,14 +221,15 @@ def markdown(results: list[dict], meta: dict) -> str:
             lines.append(f"| {r['case']['name']} | error: {r['error'][:80]} |" + " |" * 17)
             continue
         c, u, p = r["cnn"], r.get("unpruned", {}), r.get("pruned", {})
+        built = p if p.get("n_predicted") else u  # seq match and RMSD of the model shown
         lines.append(
             f"| {r['case']['name']} | {r['case']['resolution']} | {r['n_deposited']} | "
             f"{_fmt(c['recall_2a'], True)} | {_fmt(c['recall_3a'], True)} | "
             f"{_fmt(c['precision'], True)} | {c['far_points_in_density']}/{c['far_points']} | "
             f"{_fmt(u.get('residue_recall'), True)} | {_fmt(u.get('precision'), True)} | "
             f"{_fmt(p.get('residue_recall'), True)} | {_fmt(p.get('sequence_recall'), True)} | "
-            f"{_fmt(p.get('precision'), True)} | {_fmt((p or u).get('sequence_match'), True)} | "
-            f"{_fmt((p or u).get('backbone_rmsd'))} | {_fmt(u.get('confidence_correlation'))} | "
+            f"{_fmt(p.get('precision'), True)} | {_fmt(built.get('sequence_match'), True)} | "
+            f"{_fmt(built.get('backbone_rmsd'))} | {_fmt(u.get('confidence_correlation'))} | "
             f"{_search_cell(r)} | {r['cnn_seconds']} | {r['build_seconds']} | {r['peak_rss_mb']:.0f} |")
     return "\n".join(lines) + "\n"
 
