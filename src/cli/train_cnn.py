@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 
@@ -36,19 +35,15 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from ..config import Config
     from ..errors import ModelAngeloError
 
     torch.set_num_threads(args.threads)
     if args.export is not None:
         return export(args)
-    cfg = Config()
-    if args.validate_every:
-        cfg.train.validate_every = args.validate_every
-    if args.checkpoint_every:
-        cfg.train.checkpoint_every = args.checkpoint_every
-    if args.lr:
-        cfg.train.lr = args.lr
+    from ..training.common import config_with_schedule, record_command
+
+    cfg = config_with_schedule(validate_every=args.validate_every,
+                               checkpoint_every=args.checkpoint_every, lr=args.lr)
     from ..training.train_cnn import Trainer
     from ..training.validate_cnn import CNNValidator
 
@@ -56,9 +51,7 @@ def main(args: argparse.Namespace) -> int:
         trainer = Trainer(args.run_dir, cfg, data_root=args.data_root)
     except FileNotFoundError as exc:
         raise ModelAngeloError(f"training data not found: {exc}") from exc
-    with open(args.run_dir / "commands.txt", "a") as fh:
-        fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} step {trainer.step}: "
-                 f"modelangelo {' '.join(sys.argv[1:])}\n")
+    record_command(args.run_dir, trainer.step, sys.argv[1:])
     validator = CNNValidator(trainer.cfg, n_maps=args.val_maps, data_root=args.data_root)
     trainer.train(args.steps, validate=validator)
     return 0

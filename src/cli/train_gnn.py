@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 
@@ -82,23 +81,18 @@ def _load_cnn(args, prob_requested: float | None):
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from ..config import Config
     from ..errors import ModelAngeloError
 
     torch.set_num_threads(args.threads)
     if args.export is not None:
         return export(args)
+    from ..training.common import config_with_schedule, record_command
     from ..training.gnn_data import GNNDataConfig
     from ..training.train_gnn import GNNTrainer
     from ..training.validate_gnn import GNNValidator
 
-    cfg = Config()
-    if args.validate_every:
-        cfg.train.validate_every = args.validate_every
-    if args.checkpoint_every:
-        cfg.train.checkpoint_every = args.checkpoint_every
-    if args.lr:
-        cfg.train.lr = args.lr
+    cfg = config_with_schedule(validate_every=args.validate_every,
+                               checkpoint_every=args.checkpoint_every, lr=args.lr)
     resuming = (args.run_dir / "checkpoint.pt").exists()
     sizes = {"hidden": args.hidden, "num_layers": args.layers, "esm_layers": args.esm_layers,
              "seq_embed_dim": args.esm_dim, "esm_heads": args.esm_heads}
@@ -122,9 +116,7 @@ def main(args: argparse.Namespace) -> int:
                              cnn=cnn, data_overrides=overrides)
     except FileNotFoundError as exc:
         raise ModelAngeloError(f"training data not found: {exc}") from exc
-    with open(args.run_dir / "commands.txt", "a") as fh:
-        fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} step {trainer.step}: "
-                 f"modelangelo {' '.join(sys.argv[1:])}\n")
+    record_command(args.run_dir, trainer.step, sys.argv[1:])
     print(f"train-gnn: {trainer.num_parameters / 1e6:.2f}M parameters, hidden "
           f"{trainer.cfg.gnn.hidden}, {trainer.cfg.gnn.num_layers} layers, data "
           f"{json.dumps(trainer.dcfg.__dict__)}")

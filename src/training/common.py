@@ -32,3 +32,27 @@ class ProteinCache:
                 self._cache.clear()
             self._cache[name] = load_training_protein(name, self.data_root)
         return self._cache[name]
+
+
+def config_with_schedule(*, validate_every: int | None, checkpoint_every: int | None,
+                         lr: float | None):
+    """Default :class:`Config` with the training schedule options of a ``train-*`` command."""
+    from ..config import Config
+
+    cfg = Config()
+    if validate_every:
+        cfg.train.validate_every = validate_every
+    if checkpoint_every:
+        cfg.train.checkpoint_every = checkpoint_every
+    if lr:
+        cfg.train.lr = lr
+    return cfg
+
+
+def record_command(run_dir: Path, step: int, argv: list[str]) -> None:
+    """Append the command that (re)started a run to ``run_dir/commands.txt``."""
+    import time
+
+    with open(Path(run_dir) / "commands.txt", "a") as fh:
+        fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} step {step}: "
+                 f"modelangelo {' '.join(argv)}\n")
