@@ -6,18 +6,15 @@ from pathlib import Path
 
 import chimerax_harness as cx
 import pytest
-from test_cmd import FASTA, MAP, RecordingPipeline, no_leftover_jobs  # noqa: F401 (fixture)
+from test_cmd import (  # noqa: F401 (fixtures: pipeline, no_leftover_jobs)
+    FASTA,
+    MAP,
+    RecordingPipeline,
+    no_leftover_jobs,
+    pipeline,
+)
 
 pytestmark = pytest.mark.chimerax
-
-
-@pytest.fixture
-def pipeline(monkeypatch):
-    from chimerax.modelangelo import pipeline as pipeline_mod
-
-    fake = RecordingPipeline()
-    monkeypatch.setattr(pipeline_mod, "run_build", fake)
-    return fake
 
 
 @pytest.fixture

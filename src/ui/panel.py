@@ -12,42 +12,16 @@ import os
 import tempfile
 
 try:  # ChimeraX's Qt alias package
-    from Qt.QtCore import Qt
-    from Qt.QtWidgets import (
-        QComboBox,
-        QFileDialog,
-        QFormLayout,
-        QHBoxLayout,
-        QLabel,
-        QLineEdit,
-        QListWidget,
-        QListWidgetItem,
-        QPlainTextEdit,
-        QPushButton,
-        QVBoxLayout,
-        QWidget,
-    )
+    from Qt import QtCore, QtWidgets
 except ImportError:  # outside ChimeraX (tests)
-    from PyQt6.QtCore import Qt
-    from PyQt6.QtWidgets import (
-        QComboBox,
-        QFileDialog,
-        QFormLayout,
-        QHBoxLayout,
-        QLabel,
-        QLineEdit,
-        QListWidget,
-        QListWidgetItem,
-        QPlainTextEdit,
-        QPushButton,
-        QVBoxLayout,
-        QWidget,
-    )
+    from PyQt6 import QtCore, QtWidgets
+
+Qt = QtCore.Qt
 
 DEVICES = ("auto", "cpu", "gpu")
 
 
-class ModelAngeloPanel(QWidget):
+class ModelAngeloPanel(QtWidgets.QWidget):
     """Map chooser, sequence file or pasted FASTA, device, output folder, Build and Stop."""
 
     def __init__(self, session, parent=None):
@@ -56,63 +30,63 @@ class ModelAngeloPanel(QWidget):
         self.job = None  # the BuildJob started by this panel's last Build
         self._handlers = []
 
-        form = QFormLayout()
-        self.map_menu = QComboBox()
+        form = QtWidgets.QFormLayout()
+        self.map_menu = QtWidgets.QComboBox()
         self.map_menu.setToolTip("The cryo-EM map to build into (open maps)")
         form.addRow("Map:", self.map_menu)
 
-        self.sequence_path = QLineEdit()
+        self.sequence_path = QtWidgets.QLineEdit()
         self.sequence_path.setPlaceholderText("FASTA file (leave empty for no-sequence mode)")
-        browse_seq = QPushButton("Browse...")
+        browse_seq = QtWidgets.QPushButton("Browse...")
         browse_seq.clicked.connect(self._browse_sequence)
-        row = QHBoxLayout()
+        row = QtWidgets.QHBoxLayout()
         row.addWidget(self.sequence_path)
         row.addWidget(browse_seq)
         form.addRow("Sequences:", row)
 
-        self.sequence_text = QPlainTextEdit()
+        self.sequence_text = QtWidgets.QPlainTextEdit()
         self.sequence_text.setPlaceholderText("...or paste sequences here (FASTA)")
         self.sequence_text.setMaximumHeight(90)
         form.addRow("", self.sequence_text)
 
-        self.device_menu = QComboBox()
+        self.device_menu = QtWidgets.QComboBox()
         self.device_menu.addItems(DEVICES)
         self.device_menu.setToolTip("auto: a CUDA GPU if there is one, else the CPU")
         form.addRow("Device:", self.device_menu)
 
-        self.output_folder = QLineEdit()
+        self.output_folder = QtWidgets.QLineEdit()
         self.output_folder.setPlaceholderText("default: a new folder in ~/Documents/ModelAngelo")
-        browse_out = QPushButton("Browse...")
+        browse_out = QtWidgets.QPushButton("Browse...")
         browse_out.clicked.connect(self._browse_output)
-        row = QHBoxLayout()
+        row = QtWidgets.QHBoxLayout()
         row.addWidget(self.output_folder)
         row.addWidget(browse_out)
         form.addRow("Output folder:", row)
 
-        self.build_button = QPushButton("Build")
+        self.build_button = QtWidgets.QPushButton("Build")
         self.build_button.clicked.connect(self.build)
-        self.stop_button = QPushButton("Stop")
+        self.stop_button = QtWidgets.QPushButton("Stop")
         self.stop_button.clicked.connect(self.stop)
         self.stop_button.setEnabled(False)
-        buttons = QHBoxLayout()
+        buttons = QtWidgets.QHBoxLayout()
         buttons.addWidget(self.build_button)
         buttons.addWidget(self.stop_button)
         buttons.addStretch(1)
 
-        self.progress_label = QLabel("")
+        self.progress_label = QtWidgets.QLabel("")
         self.progress_label.setWordWrap(True)
         self.progress_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
-        self.runs = QListWidget()
+        self.runs = QtWidgets.QListWidget()
         self.runs.setToolTip("Finished builds of this session: double-click to open their "
                              "models again")
         self.runs.itemDoubleClicked.connect(self.reopen)
 
-        layout = QVBoxLayout(self)
+        layout = QtWidgets.QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.progress_label)
-        layout.addWidget(QLabel("Finished builds:"))
+        layout.addWidget(QtWidgets.QLabel("Finished builds:"))
         layout.addWidget(self.runs)
 
         from chimerax.core.models import (
@@ -145,13 +119,13 @@ class ModelAngeloPanel(QWidget):
 
     # -- file choosers ---------------------------------------------------------------
     def _browse_sequence(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Sequence file", "",
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Sequence file", "",
                                               "FASTA (*.fasta *.fa *.faa *.seq *.txt);;All (*)")
         if path:
             self.sequence_path.setText(path)
 
     def _browse_output(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Output folder")
+        path = QtWidgets.QFileDialog.getExistingDirectory(self, "Output folder")
         if path:
             self.output_folder.setText(path)
 
@@ -233,7 +207,7 @@ class ModelAngeloPanel(QWidget):
         files = [(label, str(path)) for label, path in
                  (("pruned", job.result.pruned_path), ("unpruned", job.result.unpruned_path))
                  if path is not None]
-        item = QListWidgetItem(f"{job.name}: {job.result.summary.get('residues_unpruned')} "
+        item = QtWidgets.QListWidgetItem(f"{job.name}: {job.result.summary.get('residues_unpruned')} "
                                f"residues built ({job.output_dir})")
         item.setData(Qt.ItemDataRole.UserRole, (job.name, files))
         self.runs.addItem(item)
