@@ -2,9 +2,17 @@
 
 A thin layer over :mod:`.pipeline`: it turns what ChimeraX holds (a ``Volume``, command
 keywords) into the pipeline's inputs (a :class:`~.mapio.MapGrid` in the map data's own
-frame, sequences, an output folder), runs the build (in the calling thread with
-``wait true``, else in a worker thread) and opens the written mmCIF files on the map.
-Errors the user can fix (:class:`~.errors.ModelAngeloError`) become ``UserError``.
+frame, sequences, an output folder), runs the build and opens the written mmCIF files on
+the map. Errors the user can fix (:class:`~.errors.ModelAngeloError`) become ``UserError``.
+
+Where the build runs (``runIn``, see :mod:`.environment`): in the managed environment
+(:class:`SubprocessBuildJob`: the map and sequences are written into the output folder
+and ``<venv python> -m chimerax.modelangelo build ... --progress-json`` runs as a child
+process whose events are read line by line), or in ChimeraX's own Python
+(:class:`BuildJob`: ``pipeline.run_build`` in a worker thread). ``auto`` (default)
+takes the managed environment when it is ready, else ChimeraX's Python when that has
+the packages. Either way the command returns at once (``wait false``) or after the
+models are open (``wait true``), with the same progress, log and stop handling.
 
 Frames: the pipeline works in the map's data coordinates (``origin + ijk * step``, the
 frame of the map file and of deposited models). ChimeraX shows that frame at the map
@@ -14,7 +22,12 @@ density even if the map was moved.
 
 from __future__ import annotations
 
+import atexit
+import collections
+import json
 import re
+import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -26,6 +39,9 @@ import numpy as np
 HELP_URL = "help:user/commands/modelangelo.html"
 DEVICES = ("auto", "cpu", "gpu")
 OPEN_CHOICES = ("both", "pruned", "unpruned")
+RUN_IN = ("auto", "venv", "chimerax")
+INSTALL_TARGETS = ("venv", "chimerax")
+CLI_DEVICE = {"auto": "auto", "cpu": "cpu", "gpu": "cuda"}
 
 
 def register_command(command_name: str, logger) -> None:
@@ -53,6 +69,7 @@ def register_command(command_name: str, logger) -> None:
                 ("open", EnumOf(OPEN_CHOICES)),
                 ("wait", BoolArg),
                 ("mask", MapArg),
+                ("run_in", EnumOf(RUN_IN)),
             ],
             synopsis="build protein models into a cryo-EM map",
             url=HELP_URL + "#build",
@@ -76,7 +93,11 @@ def register_command(command_name: str, logger) -> None:
                        url=HELP_URL + "#color")
         register(command_name, desc, modelangelo_color, logger=logger)
     elif command_name == "modelangelo install":
-        desc = CmdDesc(keyword=[("dry_run", BoolArg)],
+        desc = CmdDesc(keyword=[("target", EnumOf(INSTALL_TARGETS)),
+                                ("location", SaveFolderNameArg),
+                                ("dry_run", BoolArg), ("check", BoolArg),
+                                ("python", OpenFileNameArg),
+                                ("system_site_packages", BoolArg)],
                        synopsis="install the Python packages ModelAngelo needs (PyTorch, ...)",
                        url=HELP_URL + "#install")
         register(command_name, desc, modelangelo_install, logger=logger)
@@ -184,7 +205,12 @@ class BuildJob:
     its next check. Listeners (``add_listener(f)``, ``f(job, event, data)``) hear
     ``"progress"`` ``(stage, fraction)``, ``"log"`` ``message`` and ``"finished"``
     ``state``, always in the main thread.
+
+    How the pipeline itself runs is :meth:`_run_pipeline`: here ``pipeline.run_build`` in
+    this Python; :class:`SubprocessBuildJob` runs it in the managed environment.
     """
+
+    runs_in = "chimerax"
 
     def __init__(self, session, volume, grid, sequences, output_dir: Path, name: str,
                  device: str = "auto", open_mode: str = "both"):
@@ -256,14 +282,10 @@ class BuildJob:
 
     def _execute(self) -> None:
         from .errors import JobStopped, ModelAngeloError
-        from .pipeline import run_build
 
         self._t0 = time.perf_counter()
         try:
-            self.result = run_build(
-                self.grid, self.sequences, self.output_dir, self.name, device=self.device,
-                progress=self._on_progress, should_stop=self._stop_event.is_set,
-                log=self._on_log)
+            self.result = self._run_pipeline()
         except JobStopped as exc:
             self._outcome, self.error = "stopped", str(exc)
         except ModelAngeloError as exc:
@@ -277,11 +299,22 @@ class BuildJob:
         finally:
             self.grid = None  # free the map copy
 
+    def _run_pipeline(self):
+        """The build itself, in this thread; returns the ``pipeline.BuildResult``."""
+        from .pipeline import run_build
+
+        return run_build(self.grid, self.sequences, self.output_dir, self.name,
+                         device=self.device, progress=self._on_progress,
+                         should_stop=self._stop_event.is_set, log=self._on_log)
+
     def _on_progress(self, stage: str, fraction: float) -> None:
         self._in_main_thread(self._report_progress, stage, fraction)
 
     def _on_log(self, message: str) -> None:
         self._in_main_thread(self._report_log, message)
+
+    def _on_warning(self, message: str) -> None:
+        self._in_main_thread(self._report_warning, message)
 
     def _in_main_thread(self, func, *args) -> None:
         if threading.current_thread() is threading.main_thread():
@@ -308,6 +341,11 @@ class BuildJob:
         self._logged.append(message)
         self.session.logger.info(f"ModelAngelo: {message}")
         self._notify("log", message)
+
+    def _report_warning(self, message: str) -> None:
+        self._logged.append(message)
+        self.session.logger.warning(f"ModelAngelo: {message}")
+        self._notify("log", f"WARNING: {message}")
 
     def _finish(self) -> None:
         logger = self.session.logger
@@ -365,6 +403,184 @@ class BuildJob:
                 logger.warning(f"ModelAngelo: {warning}")
 
 
+class SubprocessBuildJob(BuildJob):
+    """A build in the managed environment: ``<python> -m chimerax.modelangelo build MAP
+    --sequence FASTA -o FOLDER --name NAME --device DEV --progress-json``.
+
+    The map as ChimeraX holds it (the whole grid, masked, in its data frame) and the
+    sequences are first written into the output folder (``<name>_input.mrc``,
+    ``<name>_input.fasta``; they stay there as the exact inputs of the build). The child's
+    JSON events (see :mod:`.cli.build`) are read line by line in the thread that runs
+    the job and go to the same progress/log path as an in-process build; its stderr is
+    kept (the last lines) for the error message of a crash. ``stop()`` terminates the
+    child (SIGTERM: it stops at its next check), and kills it if it is still there
+    :attr:`STOP_GRACE_S` seconds later; the job then ends "stopped" and opens nothing.
+    """
+
+    runs_in = "venv"
+    STOP_GRACE_S = 5.0
+    STDERR_LINES = 40
+
+    def __init__(self, *args, python, **kw):
+        super().__init__(*args, **kw)
+        self.python = Path(python)
+        self.process: subprocess.Popen | None = None
+        self.returncode: int | None = None
+        self.command: list[str] = []
+        self._process_lock = threading.Lock()
+        self._stderr_tail: collections.deque[str] = collections.deque(
+            maxlen=self.STDERR_LINES)
+
+    def stop(self) -> None:
+        super().stop()
+        with self._process_lock:  # started, or will see the stop request before starting
+            process = self.process
+        if process is not None:
+            _terminate(process, self.STOP_GRACE_S)
+
+    def input_paths(self) -> tuple[Path, Path]:
+        return (self.output_dir / f"{self.name}_input.mrc",
+                self.output_dir / f"{self.name}_input.fasta")
+
+    def command_line(self, map_path: Path, fasta_path: Path | None) -> list[str]:
+        args = [str(self.python), "-s", "-m", "chimerax.modelangelo", "build", str(map_path)]
+        if fasta_path is not None:
+            args += ["--sequence", str(fasta_path)]
+        return args + ["--output-dir", str(self.output_dir), "--name", self.name,
+                       "--device", CLI_DEVICE.get(self.device, self.device),
+                       "--progress-json"]
+
+    def _run_pipeline(self):
+        from .environment import popen_flags, subprocess_env
+        from .errors import BuildProcessError, JobStopped, ModelAngeloError
+        from .mapio import write_map
+        from .pipeline import BuildResult
+        from .sequences import write_fasta
+
+        map_path, fasta_path = self.input_paths()
+        write_map(map_path, self.grid, overwrite=True)  # our own file from an earlier try
+        self.grid = None  # free the map copy while the build runs
+        if self.sequences:
+            write_fasta(fasta_path, self.sequences, overwrite=True)
+        else:
+            fasta_path = None
+        self.command = self.command_line(map_path, fasta_path)
+        with self._process_lock:
+            if self.stop_requested:
+                raise JobStopped("stopped by the user before the build process started")
+            try:
+                self.process = subprocess.Popen(
+                    self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    stdin=subprocess.DEVNULL, text=True, encoding="utf-8", errors="replace",
+                    cwd=self.output_dir, env=subprocess_env(),
+                    start_new_session=not sys.platform.startswith("win"), **popen_flags())
+            except OSError as exc:
+                raise BuildProcessError(f"cannot start {self.python}: {exc}") from exc
+        process = self.process
+        _live_processes.add(process)
+        stderr_reader = threading.Thread(target=self._read_stderr, args=(process.stderr,),
+                                         name=f"ModelAngelo {self.name} stderr", daemon=True)
+        stderr_reader.start()
+        result = error = None
+        try:
+            for line in process.stdout:
+                event = _parse_event(line)
+                if event is None:  # not ours: keep it for a crash report
+                    if line.strip():
+                        self._stderr_tail.append(line.rstrip())
+                    continue
+                kind = event["event"]
+                if kind == "progress":
+                    self._on_progress(str(event["stage"]), float(event["fraction"]))
+                elif kind == "log":
+                    self._on_log(str(event["message"]))
+                elif kind == "warning":
+                    self._on_warning(str(event["message"]))
+                elif kind == "result":
+                    result = event
+                elif kind == "error":
+                    error = event
+        except BaseException:
+            process.kill()  # never leave the child running behind a failed job
+            raise
+        finally:
+            self.returncode = process.wait()
+            stderr_reader.join(5)
+            _live_processes.discard(process)
+        if self.stop_requested:
+            raise JobStopped(error["message"] if error and error.get("kind") == "stopped"
+                             else "stopped by the user (the build process was ended)")
+        if error is not None:
+            if error.get("kind") == "stopped":
+                raise JobStopped(error["message"])
+            if error.get("kind") == "user":
+                raise ModelAngeloError(error["message"])
+            raise BuildProcessError("the build process failed unexpectedly: "
+                                    f"{error['message']}")
+        if self.returncode != 0 or result is None:
+            tail = "\n".join(self._stderr_tail) or "(no output)"
+            why = (f"exited with status {self.returncode}" if self.returncode != 0
+                   else "ended without a result")
+            raise BuildProcessError(f"the build process ({self.python}) {why}; its last "
+                                    f"output:\n{tail}")
+        return BuildResult(Path(result["unpruned"]),
+                           Path(result["pruned"]) if result.get("pruned") else None,
+                           dict(result.get("summary") or {}), list(result.get("warnings") or []))
+
+    def _read_stderr(self, stream) -> None:
+        for line in stream:
+            if line.strip():
+                self._stderr_tail.append(line.rstrip())
+
+
+def _parse_event(line: str) -> dict | None:
+    """A ``--progress-json`` event, or None for any other line."""
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) and isinstance(event.get("event"), str) else None
+
+
+_live_processes: weakref.WeakSet = weakref.WeakSet()  # running build processes
+
+
+def _terminate(process: subprocess.Popen, grace: float) -> None:
+    """Ask ``process`` to end (SIGTERM); kill it if it is still there after ``grace`` s.
+    Returns at once (the kill, if needed, comes from a timer thread)."""
+    if process.poll() is not None:
+        return
+    try:
+        process.terminate()
+    except OSError:
+        return
+
+    def kill_if_alive():
+        if process.poll() is None:
+            try:
+                process.kill()
+            except OSError:
+                pass
+
+    timer = threading.Timer(grace, kill_if_alive)
+    timer.daemon = True
+    timer.start()
+
+
+@atexit.register
+def _end_build_processes() -> None:
+    """ChimeraX quits: builds it started do not run on without it."""
+    for process in list(_live_processes):
+        if process.poll() is None:
+            try:
+                process.kill()
+            except OSError:
+                pass
+
+
 def open_models(session, files: list[tuple[str, Path]], *, group_name: str, position):
     """Open mmCIF ``files`` (name, path) under one new parent model, each structure at
     ``position`` (the map's scene position), coloured by B-factor (model confidence)
@@ -405,18 +621,21 @@ def color_by_confidence(session, spec: str) -> None:
 # Command functions
 # ---------------------------------------------------------------------------------------
 def modelangelo_build(session, volume, sequence=None, device="auto", output_folder=None,
-                      open="both", wait=None, mask=None):
+                      open="both", wait=None, mask=None, run_in="auto"):
     """``modelangelo build #1 [sequence seq.fasta] [device auto|cpu|gpu]
-    [outputFolder DIR] [open both|pruned|unpruned] [wait true|false] [mask #2]``
+    [outputFolder DIR] [open both|pruned|unpruned] [wait true|false] [mask #2]
+    [runIn auto|venv|chimerax]``
 
     ``wait`` defaults to true without a GUI (scripts) and false with one (the build
-    runs in the background; ``modelangelo stop`` stops it). Returns the :class:`BuildJob`.
+    runs in the background; ``modelangelo stop`` stops it). ``runIn``: see
+    :func:`where_to_run`. Returns the :class:`BuildJob` (a :class:`SubprocessBuildJob`
+    in the managed environment).
     """
     from chimerax.core.errors import UserError
 
     from .errors import ModelAngeloError
 
-    check_requirements()
+    environment = where_to_run(run_in)  # None: in ChimeraX's Python
     if wait is None:
         wait = not session.ui.is_gui
     busy = running_jobs(session)
@@ -427,10 +646,15 @@ def modelangelo_build(session, volume, sequence=None, device="auto", output_fold
         raise UserError("the mask must be a different map from the one to build into")
     name = output_name(volume.name)
     try:
-        from .pipeline import prepare_output_dir, resolve_device
+        from .pipeline import prepare_output_dir
         from .sequences import read_fasta
 
-        resolve_device(device)  # fail now (not in the worker) when there is no GPU
+        if environment is None:
+            from .pipeline import resolve_device
+
+            # fail now (not in the worker) when there is no GPU; in the managed
+            # environment the build process says so at once
+            resolve_device(device)
         sequences = None
         if sequence is not None:
             fasta_warnings: list[str] = []
@@ -443,14 +667,56 @@ def modelangelo_build(session, volume, sequence=None, device="auto", output_fold
     except ModelAngeloError as exc:
         raise UserError(str(exc)) from None
 
-    job = BuildJob(session, volume, grid, sequences, folder, name, device=device,
-                   open_mode=open)
+    if environment is None:
+        job = BuildJob(session, volume, grid, sequences, folder, name, device=device,
+                       open_mode=open)
+        where = "in ChimeraX's Python"
+    else:
+        job = SubprocessBuildJob(session, volume, grid, sequences, folder, name,
+                                 device=device, open_mode=open, python=environment.python)
+        where = f"in the environment {environment.location}"
     mode = "sequence mode" if sequences else "no-sequence mode"
     session.logger.info(f"ModelAngelo: building into {volume.name} (#{volume.id_string}), "
-                        f"{mode}, device {device}, output {folder}")
+                        f"{mode}, device {device}, {where}, output {folder}")
     if wait:
         return job.run()
     return job.start()
+
+
+def where_to_run(run_in: str = "auto"):
+    """Where a build runs: the managed environment's :class:`~.environment.EnvironmentReport`
+    (``venv``), or None for ChimeraX's own Python (``chimerax``). ``auto``: the managed
+    environment when it is ready, else ChimeraX's Python when it has the packages.
+    UserError, saying what to do, when the chosen place cannot run builds."""
+    from chimerax.core.errors import UserError
+
+    from .environment import (
+        HOST_REQUIREMENTS,
+        environment_report,
+        missing_message,
+        missing_requirements,
+    )
+
+    report = None
+    if run_in in ("auto", "venv"):
+        report = environment_report()
+        if report.ready:
+            host_missing = missing_requirements(HOST_REQUIREMENTS)
+            if host_missing:  # needed to write the map for the environment
+                raise UserError(missing_message(host_missing))
+            return report
+        if run_in == "venv":
+            raise UserError(f"{report.problem}: create or update it with 'modelangelo install'"
+                            " (PyTorch is a large download)")
+    missing = missing_requirements()
+    if not missing:
+        return None
+    if run_in == "chimerax":
+        raise UserError(missing_message(missing)
+                        .replace("'modelangelo install'", "'modelangelo install target chimerax'"))
+    raise UserError(f"ModelAngelo needs PyTorch and other packages: ChimeraX's Python lacks "
+                    f"{', '.join(missing)}, and {report.problem}. Set up the environment once "
+                    "with the command 'modelangelo install' (PyTorch is a large download).")
 
 
 def modelangelo_color(session, structures=None):
@@ -469,32 +735,100 @@ def modelangelo_color(session, structures=None):
     session.logger.info(f"ModelAngelo: coloured {len(structures)} model(s) by confidence")
 
 
-def check_requirements() -> None:
-    """UserError naming the missing packages and how to install them."""
+def modelangelo_install(session, target="venv", location=None, dry_run=False, check=False,
+                        python=None, system_site_packages=False):
+    """``modelangelo install [target venv|chimerax] [location FOLDER] [dryRun true]
+    [check true] [python PYTHON] [systemSitePackages true]``
+
+    ``target venv`` (default): create or update the managed environment (a virtual
+    environment made with ``python``, default ChimeraX's own Python) with the packages
+    and this bundle's code. ``target chimerax``: pip-install the packages into ChimeraX's
+    own Python instead. Blocks until pip finishes (torch is a large download) and logs
+    pip's output. ``check true`` installs nothing: it reports what is missing where and
+    where builds would run. Returns the environment report (``target venv``).
+    """
     from chimerax.core.errors import UserError
 
-    from .environment import missing_message, missing_requirements
+    from .environment import (
+        HOST_REQUIREMENTS,
+        REQUIREMENTS,
+        install_environment,
+        missing_requirements,
+        run_pip_install,
+        venv_location,
+    )
+    from .errors import ModelAngeloError
 
-    missing = missing_requirements()
-    if missing:
-        raise UserError(missing_message(missing))
-
-
-def modelangelo_install(session, dry_run=False):
-    """``modelangelo install [dryRun true]``: pip-install the packages builds need into
-    ChimeraX's own Python (blocks until pip finishes; torch is a large download)."""
-    from chimerax.core.errors import UserError
-
-    from .environment import REQUIREMENTS, run_pip_install
-
-    session.logger.info("ModelAngelo: installing " + ", ".join(REQUIREMENTS.values())
-                        + (" (dry run)" if dry_run else ""))
-    status = run_pip_install(list(REQUIREMENTS.values()), dry_run=dry_run,
-                             log=session.logger.info)
-    if status != 0:
-        raise UserError(f"pip failed (exit status {status}); see the log above")
-    session.logger.info("ModelAngelo: packages installed" if not dry_run
+    logger = session.logger
+    if check:
+        return _log_check(session, location)
+    if target == "chimerax" or missing_requirements(HOST_REQUIREMENTS):
+        # target venv: ChimeraX still needs the small host packages (mrcfile)
+        reqs = list((REQUIREMENTS if target == "chimerax" else HOST_REQUIREMENTS).values())
+        logger.info("ModelAngelo: installing " + ", ".join(reqs) + " into ChimeraX's Python"
+                    + (" (dry run)" if dry_run else ""))
+        status = run_pip_install(reqs, dry_run=dry_run, log=logger.info)
+        if status != 0:
+            raise UserError(f"pip failed (exit status {status}); see the log above")
+        if target == "chimerax":
+            logger.info("ModelAngelo: packages installed" if not dry_run
                         else "ModelAngelo: dry run finished, nothing installed")
+            return None
+    loc = venv_location(location)
+    base = python or _chimerax_python()
+    logger.info(f"ModelAngelo: {'checking' if dry_run else 'setting up'} the environment "
+                f"{loc} (made with {base}): " + ", ".join(REQUIREMENTS.values())
+                + " and the ModelAngelo bundle" + (" (dry run)" if dry_run else ""))
+    try:
+        report = install_environment(loc, python=base, dry_run=dry_run,
+                                     system_site_packages=system_site_packages,
+                                     log=logger.info)
+    except ModelAngeloError as exc:
+        raise UserError(str(exc)) from None
+    if dry_run:
+        logger.info("ModelAngelo: dry run finished, nothing installed")
+    else:
+        extra = ("" if location is None else
+                 f" (not the default location: set the environment variable MODELANGELO_VENV "
+                 f"to {loc} for builds to use it)")
+        logger.info(f"ModelAngelo: the environment {loc} is ready; builds run there" + extra)
+    return report
+
+
+def _chimerax_python() -> str:
+    """ChimeraX's own Python interpreter (a normal CPython that can make venvs)."""
+    try:
+        from chimerax.core.python_utils import chimerax_python_executable
+
+        python = chimerax_python_executable()
+    except ImportError:
+        python = None
+    if python and Path(python).is_file():
+        return python
+    return sys.executable
+
+
+def _log_check(session, location) -> dict:
+    """``modelangelo install check true``: what is missing where, and where builds run."""
+    from .environment import HOST_REQUIREMENTS, environment_report, missing_requirements
+
+    report = environment_report(location)
+    here = missing_requirements()
+    host = missing_requirements(HOST_REQUIREMENTS)
+    if report.ready and not host and location is None:
+        runs = f"the environment {report.location}"
+    elif not here:
+        runs = "ChimeraX's Python"
+    else:
+        runs = "nowhere yet: run 'modelangelo install'"
+    lines = ["ModelAngelo packages:",
+             f"  environment {report.location}: "
+             + ("ready" if report.ready else report.problem),
+             "  ChimeraX's Python: " + ("has everything" if not here else
+                                        "lacks " + ", ".join(here)),
+             f"  builds run in {runs} (modelangelo build ... runIn auto)"]
+    session.logger.info("\n".join(lines))
+    return {"environment": report, "chimerax_missing": here, "runs_in": runs}
 
 
 def modelangelo_stop(session):

@@ -25,3 +25,7 @@ class OutputError(ModelAngeloError):
 
 class JobStopped(ModelAngeloError):
     """The user asked a running job to stop."""
+
+
+class BuildProcessError(ModelAngeloError):
+    """A build in the managed environment could not start, crashed or failed."""

@@ -30,6 +30,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def no_managed_environment(tmp_path_factory, monkeypatch):
+    """Builds never find a real managed environment of this machine's user: the
+    environment's location (MODELANGELO_VENV) is an empty temporary path unless a test
+    sets its own."""
+    monkeypatch.setenv("MODELANGELO_VENV", str(tmp_path_factory.getbasetemp() / "no-venv"))
+
+
 @pytest.fixture
 def chimerax_session():
     """The process's headless ChimeraX session, emptied before and after the test."""

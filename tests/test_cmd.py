@@ -624,7 +624,192 @@ def test_missing_packages_are_named_with_the_fix(volume, monkeypatch, tmp_path):
 def test_install_command_runs_pip_in_this_python(chimerax_session, chimerax_log):
     # every requirement is already installed in the test environment: pip's dry run
     # resolves them locally and reports nothing to install
-    cx.run("modelangelo install dryRun true")
+    cx.run("modelangelo install target chimerax dryRun true")
     text = chimerax_log.text("info")
     assert "dry run finished" in text
     assert "Requirement already satisfied: torch" in text
+
+
+# ---------------------------------------------------------------------------------------
+# builds in the managed environment (a real child process)
+# ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def test_venv(tmp_path_factory):
+    """A managed environment made from this test venv's Python with its packages
+    (system site packages: nothing is downloaded) and the bundle linked in."""
+    import sys
+
+    from chimerax.modelangelo import environment
+
+    loc = tmp_path_factory.mktemp("managed") / "venv"
+    environment.create_venv(loc, python=sys.executable, system_site_packages=True,
+                            with_pip=False, log=lambda line: None)
+    environment.install_bundle(loc)
+    assert environment.environment_report(loc).ready
+    return loc
+
+
+@pytest.fixture
+def managed_venv(test_venv, monkeypatch):
+    monkeypatch.setenv("MODELANGELO_VENV", str(test_venv))
+    return test_venv
+
+
+def test_run_in_chooses_where_builds_run(chimerax_session, test_venv, monkeypatch, tmp_path):
+    from chimerax.core.errors import UserError
+
+    from chimerax.modelangelo.cmd import where_to_run
+
+    # no managed environment: ChimeraX's Python (which has the packages here)
+    monkeypatch.setenv("MODELANGELO_VENV", str(tmp_path / "none"))
+    assert where_to_run("auto") is None and where_to_run("chimerax") is None
+    with pytest.raises(UserError, match=r"none does not exist: create .*'modelangelo install'"):
+        where_to_run("venv")
+    # a ready environment: auto takes it
+    monkeypatch.setenv("MODELANGELO_VENV", str(test_venv))
+    assert where_to_run("auto").location == test_venv
+    assert where_to_run("venv").python == test_venv / "bin" / "python"
+    assert where_to_run("chimerax") is None
+
+
+def test_venv_build_opens_the_models_on_the_map(volume, managed_venv, tmp_path,
+                                                chimerax_session, chimerax_log):
+    """runIn venv: the map as ChimeraX holds it goes to a child process; the models it
+    writes open like those of an in-process build (see the tests above)."""
+    from chimerax.atomic import AtomicStructure
+    from chimerax.core.colors import BuiltinColormaps
+
+    from chimerax.modelangelo.cmd import SubprocessBuildJob, volume_to_grid
+    from chimerax.modelangelo.sequences import read_fasta
+
+    cx.run("move x 10 models #1")
+    out = tmp_path / "out"
+    job = cx.run(f"modelangelo build #1 sequence {FASTA} device cpu outputFolder {out} "
+                 "runIn venv wait true")
+
+    assert isinstance(job, SubprocessBuildJob) and job.state == "finished", job.error
+    assert job.returncode == 0 and job.process.poll() == 0
+    assert job.command[:4] == [str(managed_venv / "bin" / "python"), "-s", "-m",
+                               "chimerax.modelangelo"]
+    # the inputs the child got: ChimeraX's grid and the parsed sequences
+    assert_same_grid(file_grid(out / "emd_2566_input.mrc"), volume_to_grid(volume))
+    assert [s.sequence for s in read_fasta(out / "emd_2566_input.fasta")] == [
+        s.sequence for s in read_fasta(FASTA)]
+    # the models it wrote, opened as an in-process build opens them
+    result = job.result
+    written = [p for p in (result.pruned_path, result.unpruned_path) if p is not None]
+    assert all(p.parent == out and p.is_file() for p in written)
+    structures = chimerax_session.models.list(type=AtomicStructure)
+    assert len(structures) == len(written) and set(structures) == set(job.structures)
+    assert all(s.parent is job.group for s in structures)
+    assert job.group.name == "ModelAngelo emd_2566.mrc"
+    unpruned = next(s for s in structures if s.name == "emd_2566 unpruned")
+    assert unpruned.num_residues == result.summary["residues_unpruned"] > 0
+    for s in structures:
+        assert s.scene_position == volume.scene_position
+        np.testing.assert_array_equal(
+            s.atoms.colors, BuiltinColormaps["alphafold"].interpolated_rgba8(s.atoms.bfactors))
+    ca = unpruned.atoms.filter(unpruned.atoms.names == "CA")
+    st = gemmi.read_structure(str(result.unpruned_path))
+    file_ca = [a.pos.tolist() for ch in st[0] for r in ch for a in r if a.name == "CA"]
+    np.testing.assert_allclose(ca.coords, file_ca, atol=1e-3)
+    # the child's progress and log reached ChimeraX
+    info = chimerax_log.text("info")
+    assert f"in the environment {managed_venv}" in info
+    assert "ModelAngelo: [detect]" in info and "C-alpha candidates" in info
+    assert "ModelAngelo built" in info and f"files in {out}" in info
+    assert any(m.startswith("ModelAngelo emd_2566: refine") for m in chimerax_log.statuses)
+
+
+def test_venv_build_in_the_background_and_stop(volume, managed_venv, tmp_path,
+                                               chimerax_session, chimerax_log):
+    from chimerax.atomic import AtomicStructure
+
+    from chimerax.modelangelo.cmd import running_jobs
+
+    events = []
+    job = cx.run(f"modelangelo build #1 sequence {FASTA} device cpu "
+                 f"outputFolder {tmp_path / 'o'} runIn venv wait false")
+    job.add_listener(lambda j, event, data: events.append((event, data)))
+    assert job.thread is not None and running_jobs(chimerax_session) == [job]
+    assert cx.wait_for(lambda: any(e == "progress" for e, _ in events), 120)  # it runs
+    assert cx.run("modelangelo stop") == [job]
+    assert cx.wait_for(job.done.is_set, 30)
+    assert job.state == "stopped" and events[-1] == ("finished", "stopped")
+    assert job.process.poll() is not None  # the child is gone
+    assert job.structures == [] and chimerax_session.models.list(type=AtomicStructure) == []
+    assert running_jobs(chimerax_session) == []
+    assert "ModelAngelo build of emd_2566 stopped" in chimerax_log.text("info")
+    assert chimerax_log.text("error") == ""
+
+
+def test_venv_build_that_dies_is_a_clear_error(volume, managed_venv, tmp_path,
+                                               chimerax_session, chimerax_log):
+    """The child killed from outside (e.g. out of memory) while ChimeraX waits for it."""
+    from chimerax.atomic import AtomicStructure
+
+    events = []
+    job = cx.run(f"modelangelo build #1 device cpu outputFolder {tmp_path / 'o'} "
+                 "runIn venv wait false")
+    job.add_listener(lambda j, event, data: events.append(event))
+    assert cx.wait_for(lambda: "progress" in events, 120)
+    job.process.kill()
+    assert cx.wait_for(job.done.is_set, 30)
+    assert job.state == "failed" and job.returncode != 0
+    assert "the build process" in job.error and "exited with status" in job.error
+    assert "ModelAngelo build of emd_2566 failed: the build process" in chimerax_log.text(
+        "error")
+    assert chimerax_session.models.list(type=AtomicStructure) == []
+
+
+def test_venv_build_user_error_is_a_user_error(volume, managed_venv, tmp_path):
+    """An error the child reports (an error event) becomes the command's UserError."""
+    import torch
+    from chimerax.core.errors import UserError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    with pytest.raises(UserError, match="no CUDA GPU"):  # device gpu -> --device cuda
+        cx.run(f"modelangelo build #1 device gpu outputFolder {tmp_path / 'o'} "
+               "runIn venv wait true")
+
+
+def test_install_command_updates_and_checks_the_environment(chimerax_session, chimerax_log,
+                                                            managed_venv, tmp_path):
+    import sys
+
+    # the existing test environment: pip finds everything installed, nothing downloads
+    report = cx.run(f"modelangelo install location {managed_venv} python {sys.executable}")
+    assert report.ready
+    info = chimerax_log.text("info")
+    assert "Requirement already satisfied: torch>=2.1" in info
+    assert f"the environment {managed_venv} is ready" in info
+
+    chimerax_log.clear()
+    check = cx.run("modelangelo install check true")
+    assert check["environment"].ready and check["chimerax_missing"] == []
+    info = chimerax_log.text("info")
+    assert f"environment {managed_venv}: ready" in info
+    assert f"builds run in the environment {managed_venv}" in info
+
+    chimerax_log.clear()
+    new = tmp_path / "new-env"
+    cx.run(f"modelangelo install location {new} dryRun true")
+    assert not new.exists()
+    assert "would create a Python environment: " in chimerax_log.text("info")
+    assert "dry run finished, nothing installed" in chimerax_log.text("info")
+
+
+@pytest.mark.slow
+def test_venv_and_in_process_builds_agree(volume, managed_venv, tmp_path, chimerax_session):
+    """The same map built in ChimeraX's Python and in the managed environment."""
+    models = {}
+    for run_in in ("chimerax", "venv"):
+        job = cx.run(f"modelangelo build #1 sequence {FASTA} device cpu open unpruned "
+                     f"outputFolder {tmp_path / run_in} runIn {run_in}")
+        assert job.state == "finished" and job.runs_in == run_in, job.error
+        (s,) = job.structures
+        models[run_in] = (s.num_residues, s.atoms.coords.copy(), job.result.summary["chains"])
+    (n1, xyz1, chains1), (n2, xyz2, chains2) = models.values()
+    assert n1 == n2 and chains1 == chains2
+    np.testing.assert_allclose(xyz1, xyz2, atol=1e-3)
