@@ -808,13 +808,28 @@ def test_install_command_updates_and_checks_the_environment(chimerax_session, ch
 @pytest.mark.slow
 def test_venv_and_in_process_builds_agree(volume, managed_venv, tmp_path, chimerax_session):
     """The same map built in ChimeraX's Python and in the managed environment."""
+    import subprocess
+
+    import torch
+
+    # the same number of CPU threads on both sides (other test modules set this process's
+    # to 1), so that floating-point sums, and hence the models, are the same
+    child = subprocess.run([str(managed_venv / "bin" / "python"), "-c",
+                            "import torch; print(torch.get_num_threads())"],
+                           capture_output=True, text=True, timeout=120, check=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(child.stdout))
     models = {}
-    for run_in in ("chimerax", "venv"):
-        job = cx.run(f"modelangelo build #1 sequence {FASTA} device cpu open unpruned "
-                     f"outputFolder {tmp_path / run_in} runIn {run_in}")
-        assert job.state == "finished" and job.runs_in == run_in, job.error
-        (s,) = job.structures
-        models[run_in] = (s.num_residues, s.atoms.coords.copy(), job.result.summary["chains"])
+    try:
+        for run_in in ("chimerax", "venv"):
+            job = cx.run(f"modelangelo build #1 sequence {FASTA} device cpu open unpruned "
+                         f"outputFolder {tmp_path / run_in} runIn {run_in}")
+            assert job.state == "finished" and job.runs_in == run_in, job.error
+            (s,) = job.structures
+            models[run_in] = (s.num_residues, s.atoms.coords.copy(),
+                              job.result.summary["chains"])
+    finally:
+        torch.set_num_threads(threads)
     (n1, xyz1, chains1), (n2, xyz2, chains2) = models.values()
     assert n1 == n2 and chains1 == chains2
     np.testing.assert_allclose(xyz1, xyz2, atol=1e-3)
