@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from .config import CNNConfig
@@ -106,13 +105,18 @@ def predict_ca(
 def pick_peaks(pred: CAPrediction, cfg: CNNConfig) -> tuple[np.ndarray, np.ndarray]:
     """Graph nodes from the dense prediction: ``(xyz [M, 3], prob [M])``.
 
-    Local maxima above ``cfg.peak_threshold`` are placed at voxel centre + predicted
-    offset, then greedily suppressed (highest probability first) so no two points lie
-    closer than ``cfg.peak_min_distance``.
+    Every voxel with a CA probability of at least ``cfg.peak_threshold`` proposes a point
+    at its centre + predicted offset; the proposals are greedily suppressed (highest
+    probability first) so no two points lie closer than ``cfg.peak_min_distance``.
+
+    There is deliberately no voxel-level local-maximum filter before the suppression: at
+    1.5 A voxels two CAs 3.8 A apart often fall in touching voxels, and a 3x3x3 maximum
+    filter dropped one of them (on the three EMDB test maps recall within 3 A went from
+    80/83/74 % with the filter to 99/99/93 % without it, precision 92/79/83 -> 89/81/84 %
+    at threshold 0.1).
     """
     prob = pred.prob
-    local_max = prob == ndimage.maximum_filter(prob, size=3, mode="constant")
-    kji = np.argwhere(local_max & (prob >= cfg.peak_threshold))  # [M, 3] (k, j, i)
+    kji = np.argwhere(prob >= cfg.peak_threshold)  # [M, 3] (k, j, i)
     if len(kji) == 0:
         return np.zeros((0, 3), np.float32), np.zeros(0, np.float32)
     p = prob[kji[:, 0], kji[:, 1], kji[:, 2]]

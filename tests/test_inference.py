@@ -37,14 +37,23 @@ def test_map_smaller_than_tile():
     np.testing.assert_allclose(pred.prob, 1 / (1 + np.exp(-data)), atol=1e-5)
 
 
-def _blob_prediction(points_xyz, shape=(40, 40, 40), sigma=0.8):
+def _blob_prediction(points_xyz, shape=(40, 40, 40), sigma=0.8, offsets=False):
+    """Gaussian CA-probability blobs at ``points_xyz``; with ``offsets``, every voxel's
+    offset points at its nearest point (clipped to one voxel, as the network's are)."""
     grid = make_grid(np.zeros(shape))
     kk, jj, ii = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
     prob = np.zeros(shape, np.float32)
+    offset = np.zeros((3,) + shape, np.float32)
+    best = np.full(shape, np.inf)
     for p in grid.xyz_to_ijk(np.asarray(points_xyz, float).reshape(-1, 3)):
         d2 = (ii - p[0]) ** 2 + (jj - p[1]) ** 2 + (kk - p[2]) ** 2
         prob = np.maximum(prob, np.exp(-d2 / (2 * sigma**2)))
-    return CAPrediction(prob=prob, offset=np.zeros((3,) + shape, np.float32), grid=grid)
+        if offsets:
+            nearer = d2 < best
+            best = np.where(nearer, d2, best)
+            for axis, grid_index in enumerate((ii, jj, kk)):
+                offset[axis] = np.where(nearer, np.clip(p[axis] - grid_index, -1, 1), offset[axis])
+    return CAPrediction(prob=prob, offset=offset, grid=grid)
 
 
 def test_peaks_found_at_blobs_and_duplicates_suppressed():
@@ -59,9 +68,28 @@ def test_peaks_found_at_blobs_and_duplicates_suppressed():
     d = np.linalg.norm(xyz[:, None] - pts[None], axis=2).min(axis=1)
     assert d.max() < 0.75 * np.sqrt(3)  # no offsets predicted: within the voxel holding the point
     # two points 1.2 A apart give one peak
-    pred2 = _blob_prediction([[30, 5, 20], [31.2, 5, 20]], sigma=1.0)
+    pred2 = _blob_prediction([[30, 5, 20], [31.2, 5, 20]], sigma=1.0, offsets=True)
     xyz2, _ = pick_peaks(pred2, CNNConfig(peak_threshold=0.3, peak_min_distance=2.8))
     assert len(xyz2) == 1
+
+
+def test_neighbours_in_touching_voxels_are_both_found():
+    # Two CAs 3.8 A apart along a body diagonal fall in touching voxels (Chebyshev
+    # distance 1); each voxel's offset points at its own CA. A voxel-level 3x3x3
+    # local-maximum filter loses one of them; the proposals + suppression keep both.
+    grid = make_grid(np.zeros((24, 24, 24)))
+    step = 3.8 / np.sqrt(3)
+    pts = grid.ijk_to_xyz(np.array([[9.8, 9.8, 9.8]])) + np.array([[0, 0, 0], [step] * 3])
+    pred = _blob_prediction(pts, shape=(24, 24, 24))
+    ijk = grid.xyz_to_ijk(pts)
+    voxels = np.rint(ijk).astype(int)
+    assert np.abs(voxels[0] - voxels[1]).max() == 1  # touching voxels
+    for (i, j, k), target in zip(voxels, ijk):
+        pred.offset[:, k, j, i] = target - np.array([i, j, k])
+    xyz, _ = pick_peaks(pred, CNNConfig(peak_threshold=0.3, peak_min_distance=2.8))
+    assert len(xyz) == 2
+    np.testing.assert_allclose(np.sort(np.linalg.norm(xyz[:, None] - pts[None], axis=2).min(0)),
+                               [0.0, 0.0], atol=1e-4)
 
 
 def test_offsets_move_peaks_off_lattice():

@@ -26,10 +26,17 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints")
     g.add_argument("--val-maps", type=int, default=8, help="simulated validation maps")
     g.add_argument("--lr", type=float, default=None, help="learning rate")
+    g.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
+                   help="bf16 autocast (auto: only where the CPU or GPU has native bf16; "
+                        "emulated bf16 is many times slower than fp32)")
     g = parser.add_argument_group("export")
     g.add_argument("--export", type=Path, default=None,
                    help="write the best checkpoint as fp16 weights to this path and stop")
     g.add_argument("--note", default="", help="free text stored in the training record")
+    g.add_argument("--retune", type=Path, default=None, metavar="WEIGHTS",
+                   help="re-tune the peak settings (threshold, suppression radius) of an "
+                        "exported weight file on the validation maps, rewrite its config and "
+                        "record, and stop (after a change to peak picking; weights unchanged)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -40,10 +47,13 @@ def main(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     if args.export is not None:
         return export(args)
+    if args.retune is not None:
+        return retune(args)
     from ..training.common import config_with_schedule, record_command
 
     cfg = config_with_schedule(validate_every=args.validate_every,
-                               checkpoint_every=args.checkpoint_every, lr=args.lr)
+                               checkpoint_every=args.checkpoint_every, lr=args.lr,
+                               bf16=args.bf16)
     from ..training.train_cnn import Trainer
     from ..training.validate_cnn import CNNValidator
 
@@ -66,12 +76,46 @@ def export(args: argparse.Namespace) -> int:
                 f"{c['crop_size']}^3 crops)")
 
     def tuned_threshold(config: dict, validation: dict) -> None:
-        # the peak threshold is tuned on the validation maps (training/validate_cnn.py)
+        # the peak settings are tuned on the validation maps (training/validate_cnn.py)
         config["cnn"]["peak_threshold"] = validation["threshold"]
+        if "min_distance" in validation:
+            config["cnn"]["peak_min_distance"] = validation["min_distance"]
 
     record = export_best(
         args.run_dir, args.export, network=network, note=args.note,
         adjust_config=tuned_threshold,
         data="simulated maps (training/simulate.py) of the 'train' split (training/splits/)")
     print(json.dumps(record, indent=2))
+    return 0
+
+
+def retune(args: argparse.Namespace) -> int:
+    """Peak settings of an exported CNN re-tuned on today's validation maps."""
+    import time
+
+    from ..config import CNNConfig, Config, section_from_dict
+    from ..model.cnn import CAUNet
+    from ..model.weights import load_weights, save_weights
+    from ..training.export import record_markdown
+    from ..training.validate_cnn import CNNValidator
+
+    blob = load_weights(args.retune)
+    cfg = Config()
+    cfg.cnn = section_from_dict(CNNConfig, blob["config"]["cnn"])
+    model = CAUNet(cfg.cnn)
+    model.load_state_dict(blob["state_dict"])
+    model.eval()
+    scores = CNNValidator(cfg, n_maps=args.val_maps, data_root=args.data_root)(model, cfg)
+    config, record = blob["config"], blob["record"]
+    before = {k: config["cnn"][k] for k in ("peak_threshold", "peak_min_distance")}
+    config["cnn"]["peak_threshold"] = scores["threshold"]
+    config["cnn"]["peak_min_distance"] = scores["min_distance"]
+    record["validation"] = {**scores, "step": record["validation"].get("step")}
+    record.setdefault("retuned", []).append(
+        {"date": time.strftime("%Y-%m-%d %H:%M"), "before": before, "note": args.note})
+    if args.note:
+        record["note"] = (record.get("note", "") + "; " + args.note).strip("; ")
+    save_weights(args.retune, blob["state_dict"], config, record)
+    args.retune.with_suffix(".md").write_text(record_markdown(args.retune.stem, record))
+    print(json.dumps({"before": before, "validation": scores}, indent=2))
     return 0

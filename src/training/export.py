@@ -67,6 +67,9 @@ def record_markdown(name: str, record: dict) -> str:
     ]
     if record.get("note"):
         lines.append(f"- note: {record['note']}")
+    for change in record.get("retuned", []):
+        lines.append(f"- peak settings re-tuned on the validation maps {change['date']} "
+                     f"(weights unchanged; before: {change['before']})")
     lines += ["", "## Validation (simulated maps of the 'val' split)", "", "| figure | value |",
               "|---|---|"]
     for key, value in record["validation"].items():

@@ -75,3 +75,16 @@ def test_train_resume_validate_export(tmp_path, monkeypatch):
     assert cnn_cfg.peak_threshold == 0.3  # tuned on validation, stored with the weights
     assert record["steps"] == 3 and record["validation"]["score"] == 0.5
     assert "Training record" in Path(out.with_suffix(".md")).read_text()
+
+    # --retune: new peak settings from the validation maps, same weights, record kept
+    args = argparse.Namespace(retune=out, val_maps=2, data_root=None, note="retuned", threads=1)
+    assert cli_train_cnn.retune(args) == 0
+    model2, cnn_cfg2, record2 = load_cnn(torch.device("cpu"), out)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, model2.state_dict()[k])
+    assert record2["steps"] == 3
+    assert record2["retuned"][0]["before"] == {"peak_threshold": 0.3,
+                                               "peak_min_distance": cnn_cfg.peak_min_distance}
+    assert cnn_cfg2.peak_threshold == record2["validation"]["threshold"]
+    assert cnn_cfg2.peak_min_distance == record2["validation"]["min_distance"]
+    assert "re-tuned" in Path(out.with_suffix(".md")).read_text()
