@@ -11,7 +11,9 @@ A map is built in one pass, all randomness drawn from the caller's
    blobs" that have no target residues) is splatted onto a grid of voxel size drawn from
    ``voxel_size_range`` as a sum of five Gaussians: the element's electron scattering
    factor (International Tables C 4.3.2.2, as tabulated by gemmi) convolved with the
-   atom's isotropic B-factor (``B = base + spread * z(deposited B)``, capped). A small
+   atom's isotropic B-factor (``B = base + spread * z(deposited B) + step * bonds from
+   CA`` plus extra B on Asp/Glu carboxylate oxygens, capped: side chains fade outwards
+   as in real maps). A small
    extra blur ``B_min`` keeps the splat band-limited; it is removed again in Fourier space.
    Non-protein atoms further than ``OTHER_ATOM_REACH`` (10 A) from every residue are left
    out (``Protein.select`` keeps all of them).
@@ -62,6 +64,14 @@ if TYPE_CHECKING:  # mapio is imported lazily (only MapGrid construction needs i
 
 # Elements of the atom37 slots (first letter of the PDB atom name: N, C, O, S).
 _ATOM37_ELEMENT = [name[0] for name in rc.ATOM_TYPES]
+# Bonds from CA of each atom37 slot (the Greek letter of its name: CB 1, CG 2, ... NH 6).
+_ATOM37_DEPTH = np.array([" BGDEZH".find(name[1]) if len(name) > 1 and name not in ("CA", "OXT")
+                          and name[1] in "BGDEZH" else 0 for name in rc.ATOM_TYPES], np.float64)
+# [21, 37]: carboxylate oxygens of Asp (OD1, OD2) and Glu (OE1, OE2), which fade first.
+_CARBOXYLATE_O = np.zeros((rc.NUM_RESTYPES + 1, len(rc.ATOM_TYPES)), np.float64)
+for _aa, _names in (("D", ("OD1", "OD2")), ("E", ("OE1", "OE2"))):
+    for _name in _names:
+        _CARBOXYLATE_O[rc.RESTYPE_ORDER[_aa], rc.ATOM_ORDER[_name]] = 1.0
 _WINDOW_SIGMAS = 3.0  # real-space splat window half-width, in Gaussian sigmas
 _ATOM_CHUNK = 4096  # atoms splatted per vectorised batch (bounds memory)
 _ENVELOPE_SIGMA = 3.0  # A, blur of the atom density that defines "inside the protein"
@@ -369,8 +379,15 @@ def simulate_map(
     z = np.where(np.isfinite(dep_b), (dep_b - med) / max(scale, 1e-3), 0.5)
     if scale < 1e-3:
         z = np.zeros_like(z)
-    b_atom = np.clip(b_base + b_spread * np.clip(z, -1.5, 3.0), 0.0, cfg.atom_b_max)
-    params.update(atom_b_base=b_base, atom_b_spread=b_spread)
+    b_step = _uniform(rng, cfg.sidechain_b_step_range)
+    b_carboxylate = _uniform(rng, cfg.carboxylate_b_range)
+    b_side = np.concatenate([
+        b_step * _ATOM37_DEPTH[atom_slot]
+        + b_carboxylate * _CARBOXYLATE_O[protein.aatype[np.nonzero(mask)[0]], atom_slot],
+        np.zeros(len(other_rot))])
+    b_atom = np.clip(b_base + b_spread * np.clip(z, -1.5, 3.0) + b_side, 0.0, cfg.atom_b_max)
+    params.update(atom_b_base=b_base, atom_b_spread=b_spread, sidechain_b_step=b_step,
+                  carboxylate_b=b_carboxylate)
 
     n_blobs = 0
     if rng.random() < cfg.ligand_blob_prob:

@@ -28,6 +28,7 @@ QUIET = SimulationConfig(
     drop_chain_prob=0.0, drop_segment_prob=0.0, mask_prob=0.0, sharpen_prob=0.0,
     anisotropic_prob=0.0, local_b_range=(0.0, 0.0), b_factor_extra_range=(0.0, 0.0),
     atom_b_base_range=(20.0, 20.0), atom_b_spread_range=(0.0, 0.0),
+    sidechain_b_step_range=(0.0, 0.0), carboxylate_b_range=(0.0, 0.0),
 )
 
 
@@ -275,3 +276,23 @@ def test_only_nearby_ligand_atoms(complex_1a2k, chain_b):
 
         d = cKDTree(p.atom_positions[p.atom_mask]).query(p.other_positions)[0]
         assert d.max() <= 10.0 + 1e-3
+
+
+def test_side_chains_fade_outwards_as_in_real_maps(chain_b):
+    """Extra B per bond from CA: density at CD/CE atoms relative to the backbone drops
+    from about what the backbone has to the 0.5-0.7 the EMDB test maps show."""
+    def relative_density(step):
+        cfg = dataclasses.replace(QUIET, sidechain_b_step_range=(step, step))
+        sim = simulate_map(chain_b, np.random.default_rng(0), cfg, resolution=3.0, rotate=False)
+        p = sim.protein
+        names = np.array(rc.ATOM_TYPES)
+        backbone = p.atom_mask & np.isin(names, ["N", "CA", "C", "O"])[None]
+        outer = p.atom_mask & np.array([n[1:2] in ("D", "E") for n in names])[None]
+        at = lambda m: interpolate(sim.grid, p.atom_positions[m]).mean()  # noqa: E731
+        return at(outer) / at(backbone), sim.params["sidechain_b_step"]
+
+    flat, step0 = relative_density(0.0)
+    faded, step30 = relative_density(30.0)
+    assert (step0, step30) == (0.0, 30.0)
+    assert flat > 0.8
+    assert 0.45 < faded < 0.75
