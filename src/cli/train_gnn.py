@@ -51,6 +51,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints")
     g.add_argument("--val-maps", type=int, default=6, help="simulated validation examples")
     g.add_argument("--lr", type=float, default=None, help="learning rate")
+    g.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
+                   help="bf16 autocast (auto: only where the CPU or GPU has native bf16; "
+                        "emulated bf16 is many times slower than fp32)")
     g = parser.add_argument_group("export")
     g.add_argument("--export", type=Path, default=None,
                    help="write the best checkpoint as fp16 weights to this path and stop")
@@ -92,7 +95,8 @@ def main(args: argparse.Namespace) -> int:
     from ..training.validate_gnn import GNNValidator
 
     cfg = config_with_schedule(validate_every=args.validate_every,
-                               checkpoint_every=args.checkpoint_every, lr=args.lr)
+                               checkpoint_every=args.checkpoint_every, lr=args.lr,
+                               bf16=args.bf16)
     resuming = (args.run_dir / "checkpoint.pt").exists()
     sizes = {"hidden": args.hidden, "num_layers": args.layers, "esm_layers": args.esm_layers,
              "seq_embed_dim": args.esm_dim, "esm_heads": args.esm_heads}

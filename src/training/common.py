@@ -34,12 +34,30 @@ class ProteinCache:
         return self._cache[name]
 
 
+def native_bf16(device: torch.device | None = None) -> bool:
+    """Whether bf16 autocast is fast here: a CUDA GPU that supports it, or a CPU with
+    native bf16 instructions (AVX512-BF16 or AMX). Without them (e.g. an AVX2-only CPU)
+    bf16 is emulated: a CNN training step measured 4.2 s in fp32 and over 60 s in bf16."""
+    device = device or torch.device("cpu")
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((line.split(":", 1)[1].split() for line in fh
+                          if line.startswith("flags")), [])
+    except OSError:  # not Linux: trust torch's own report
+        return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def config_with_schedule(*, validate_every: int | None, checkpoint_every: int | None,
-                         lr: float | None):
-    """Default :class:`Config` with the training schedule options of a ``train-*`` command."""
+                         lr: float | None, bf16: str = "auto"):
+    """Default :class:`Config` with the training schedule options of a ``train-*`` command
+    (``bf16``: ``auto`` = where :func:`native_bf16`, ``on``, ``off``)."""
     from ..config import Config
 
     cfg = Config()
+    cfg.train.bf16 = native_bf16() if bf16 == "auto" else bf16 == "on"
     if validate_every:
         cfg.train.validate_every = validate_every
     if checkpoint_every:
