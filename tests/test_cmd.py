@@ -594,12 +594,27 @@ def test_end_to_end_real_pipeline(volume, tmp_path, chimerax_session, chimerax_l
     assert job.state == "finished", job.error
     assert (out / "emd_2566_unpruned.cif").is_file() and (out / "summary.json").is_file()
     structures = chimerax_session.models.list(type=AtomicStructure)
-    assert structures and set(structures) == set(job.structures)
+    assert set(structures) == set(job.structures)
+    # both models, on the deposited model (3J6B): their CAs, in the map's data frame (the
+    # models sit at the moved map's position), lie on deposited CAs
+    assert {s.name for s in structures} == {"emd_2566 pruned", "emd_2566 unpruned"}
+    from scipy.spatial import cKDTree
+
+    from chimerax.modelangelo.protein import load_protein
+
+    deposited = load_protein(REPO.parent / "shared" / "data" / "real_maps" / "emd_2566"
+                             / "3j6b_deposited.cif")
+    tree = cKDTree(deposited.ca)
+    on_model = {}
     for s in structures:
         assert s.num_residues > 0
         assert s.position == volume.scene_position
         np.testing.assert_array_equal(
             s.atoms.colors, BuiltinColormaps["alphafold"].interpolated_rgba8(s.atoms.bfactors))
+        s_ca = s.atoms.filter(s.atoms.names == "CA").coords
+        on_model[s.name] = float(np.mean(tree.query(s_ca)[0] < 3.0))
+    assert on_model["emd_2566 pruned"] > 0.9, on_model
+    assert on_model["emd_2566 unpruned"] > 0.6, on_model
     # CA atoms sit in the density: mean density under CAs is well above the map's mean.
     ca = structures[-1].atoms.filter(structures[-1].atoms.names == "CA")
     from chimerax.geometry import Place
