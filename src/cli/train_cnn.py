@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 
@@ -42,26 +41,17 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from ..errors import ModelAngeloError
-
     torch.set_num_threads(args.threads)
     if args.export is not None:
         return export(args)
     if args.retune is not None:
         return retune(args)
-    from ..training.common import config_with_schedule, record_command
-
-    cfg = config_with_schedule(validate_every=args.validate_every,
-                               checkpoint_every=args.checkpoint_every, lr=args.lr,
-                               bf16=args.bf16)
+    from ..training.common import config_with_schedule, open_run
     from ..training.train_cnn import Trainer
     from ..training.validate_cnn import CNNValidator
 
-    try:
-        trainer = Trainer(args.run_dir, cfg, data_root=args.data_root)
-    except FileNotFoundError as exc:
-        raise ModelAngeloError(f"training data not found: {exc}") from exc
-    record_command(args.run_dir, trainer.step, sys.argv[1:])
+    cfg = config_with_schedule(args)
+    trainer = open_run(args, lambda: Trainer(args.run_dir, cfg, data_root=args.data_root))
     validator = CNNValidator(trainer.cfg, n_maps=args.val_maps, data_root=args.data_root)
     trainer.train(args.steps, validate=validator)
     return 0

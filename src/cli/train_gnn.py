@@ -89,14 +89,12 @@ def main(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     if args.export is not None:
         return export(args)
-    from ..training.common import config_with_schedule, record_command
+    from ..training.common import config_with_schedule, open_run
     from ..training.gnn_data import GNNDataConfig
     from ..training.train_gnn import GNNTrainer
     from ..training.validate_gnn import GNNValidator
 
-    cfg = config_with_schedule(validate_every=args.validate_every,
-                               checkpoint_every=args.checkpoint_every, lr=args.lr,
-                               bf16=args.bf16)
+    cfg = config_with_schedule(args)
     resuming = (args.run_dir / "checkpoint.pt").exists()
     sizes = {"hidden": args.hidden, "num_layers": args.layers, "esm_layers": args.esm_layers,
              "seq_embed_dim": args.esm_dim, "esm_heads": args.esm_heads}
@@ -115,12 +113,9 @@ def main(args: argparse.Namespace) -> int:
         overrides["crop_nodes"] = args.crop_nodes
     if args.cnn_like_prob is not None:
         overrides["cnn_like_prob"] = args.cnn_like_prob
-    try:
-        trainer = GNNTrainer(args.run_dir, cfg, GNNDataConfig(), data_root=args.data_root,
-                             cnn=cnn, data_overrides=overrides)
-    except FileNotFoundError as exc:
-        raise ModelAngeloError(f"training data not found: {exc}") from exc
-    record_command(args.run_dir, trainer.step, sys.argv[1:])
+    trainer = open_run(args, lambda: GNNTrainer(args.run_dir, cfg, GNNDataConfig(),
+                                                data_root=args.data_root, cnn=cnn,
+                                                data_overrides=overrides))
     print(f"train-gnn: {trainer.num_parameters / 1e6:.2f}M parameters, hidden "
           f"{trainer.cfg.gnn.hidden}, {trainer.cfg.gnn.num_layers} layers, data "
           f"{json.dumps(trainer.dcfg.__dict__)}")

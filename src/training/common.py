@@ -1,4 +1,5 @@
-"""Pieces both training loops share."""
+"""Pieces both training loops and both ``train-*`` commands share (the loop itself:
+:mod:`.trainer`)."""
 
 from __future__ import annotations
 
@@ -50,20 +51,20 @@ def native_bf16(device: torch.device | None = None) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def config_with_schedule(*, validate_every: int | None, checkpoint_every: int | None,
-                         lr: float | None, bf16: str = "auto"):
+def config_with_schedule(args):
     """Default :class:`Config` with the training schedule options of a ``train-*`` command
-    (``bf16``: ``auto`` = where :func:`native_bf16`, ``on``, ``off``)."""
+    (``args.validate_every``, ``checkpoint_every``, ``lr``, ``bf16``: ``auto`` = where
+    :func:`native_bf16`, ``on``, ``off``)."""
     from ..config import Config
 
     cfg = Config()
-    cfg.train.bf16 = native_bf16() if bf16 == "auto" else bf16 == "on"
-    if validate_every:
-        cfg.train.validate_every = validate_every
-    if checkpoint_every:
-        cfg.train.checkpoint_every = checkpoint_every
-    if lr:
-        cfg.train.lr = lr
+    cfg.train.bf16 = native_bf16() if args.bf16 == "auto" else args.bf16 == "on"
+    if args.validate_every:
+        cfg.train.validate_every = args.validate_every
+    if args.checkpoint_every:
+        cfg.train.checkpoint_every = args.checkpoint_every
+    if args.lr:
+        cfg.train.lr = args.lr
     return cfg
 
 
@@ -74,3 +75,18 @@ def record_command(run_dir: Path, step: int, argv: list[str]) -> None:
     with open(Path(run_dir) / "commands.txt", "a") as fh:
         fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} step {step}: "
                  f"modelangelo {' '.join(argv)}\n")
+
+
+def open_run(args, make_trainer):
+    """The trainer of a ``train-*`` command, ``make_trainer()`` (missing training data is
+    an error for the user), with the command line recorded in ``args.run_dir``."""
+    import sys
+
+    from ..errors import ModelAngeloError
+
+    try:
+        trainer = make_trainer()
+    except FileNotFoundError as exc:
+        raise ModelAngeloError(f"training data not found: {exc}") from exc
+    record_command(args.run_dir, trainer.step, sys.argv[1:])
+    return trainer

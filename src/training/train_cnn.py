@@ -5,18 +5,18 @@ near a random centre (``training.simulate``), normalises it exactly as inference
 (``mapio.normalise``) and trains on ``crop_size``^3 crops: BCE on "a CA is in this
 voxel" plus an L1 loss on the CA's sub-voxel offset where a CA is.
 
-State lives in a run folder: ``checkpoint.pt`` (latest, written atomically every
-``checkpoint_every`` steps), ``best.pt`` (best validation score so far),
-``log.jsonl`` (one line per logged step / validation). Re-running the same command
-resumes from ``checkpoint.pt``.
+State lives in a run folder, kept by :class:`.trainer.BaseTrainer` (its module docstring
+lists the contents): ``checkpoint.pt`` (latest, written atomically every
+``checkpoint_every`` steps and at the end: model, optimiser, step, best score, numpy RNG
+state, config, elapsed seconds), ``best.pt`` (best validation score so far, see
+:mod:`.validate_cnn`), ``log.jsonl`` (every 10 steps: the mean loss and the last step's
+``bce`` and ``offset`` terms; each validation). Re-running the same command resumes from
+``checkpoint.pt``.
 """
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,9 +26,8 @@ from ..config import Config
 from ..mapio import normalise
 from ..model.cnn import CAUNet
 from ..protein import Protein
-from . import splits as _splits
-from .common import ProteinCache, save_atomic
 from .simulate import simulate_map
+from .trainer import BaseTrainer
 
 POS_WEIGHT = 5.0  # BCE weight of the rare positive voxels
 OFFSET_LOSS_WEIGHT = 1.0
@@ -113,100 +112,30 @@ def cnn_loss(out: torch.Tensor, batch: CropBatch) -> tuple[torch.Tensor, dict[st
     return total, {"bce": float(bce.detach()), "offset": float(off.detach())}
 
 
-class Trainer:
-    def __init__(self, run_dir: Path, cfg: Config, *, data_root: Path | None = None, log=print,
-                 train_names: list[str] | None = None):
-        self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.log = log
-        self.data_root = data_root
-        ckpt_path = self.run_dir / "checkpoint.pt"
-        if ckpt_path.exists():
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-            self.cfg = Config.from_dict(ckpt["config"])
-            self.cfg.train = cfg.train  # training-loop settings may change between runs
-        else:
-            ckpt = None
-            self.cfg = cfg
-        torch.manual_seed(self.cfg.train.seed)
-        self.model = CAUNet(self.cfg.cnn).to(memory_format=torch.channels_last_3d)
-        self.opt = torch.optim.AdamW(
-            self.model.parameters(), lr=self.cfg.train.lr, weight_decay=self.cfg.train.weight_decay
-        )
-        self.step = 0
-        self.best_score = -1.0
-        self.rng = np.random.default_rng(self.cfg.train.seed)
-        self.elapsed = 0.0
-        if ckpt is not None:
-            self.model.load_state_dict(ckpt["model"])
-            self.opt.load_state_dict(ckpt["opt"])
-            self.step = ckpt["step"]
-            self.best_score = ckpt["best_score"]
-            self.rng.bit_generator.state = ckpt["rng"]
-            self.elapsed = ckpt.get("elapsed", 0.0)
-            self.log(f"resumed from {ckpt_path} at step {self.step}")
-        self.train_names = train_names if train_names is not None else _splits.load_split("train")
-        self.protein = ProteinCache(self.data_root)
+class Trainer(BaseTrainer):
+    """Resumable training of :class:`..model.cnn.CAUNet` (see the module docstring)."""
 
-    def checkpoint(self) -> None:
-        save_atomic(
-            {
-                "model": self.model.state_dict(),
-                "opt": self.opt.state_dict(),
-                "step": self.step,
-                "best_score": self.best_score,
-                "rng": self.rng.bit_generator.state,
-                "config": self.cfg.to_dict(),
-                "elapsed": self.elapsed,
-            },
-            self.run_dir / "checkpoint.pt",
-        )
+    initial_best_score = -1.0
 
-    def _write_log(self, record: dict) -> None:
-        with open(self.run_dir / "log.jsonl", "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+    def _build_model(self) -> CAUNet:
+        return CAUNet(self.cfg.cnn).to(memory_format=torch.channels_last_3d)
 
-    def train(self, steps: int, *, validate=None) -> None:
-        """Train until ``steps`` total steps (resuming counts earlier ones)."""
+    def train_step(self) -> dict:
+        """One optimiser step on a batch of crops: ``{"loss", "bce", "offset"}``."""
         tc = self.cfg.train
-        self.model.train()
-        losses: list[float] = []
-        t_last = time.time()
-        while self.step < steps:
-            names = [self.train_names[i] for i in self.rng.integers(len(self.train_names), size=tc.batch_size)]
-            batch = make_batch([self.protein(n) for n in names], self.rng, self.cfg)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tc.bf16):
-                out = self.model(batch.density)
-            loss, terms = cnn_loss(out, batch)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-            self.opt.step()
-            self.step += 1
-            now = time.time()
-            self.elapsed += now - t_last
-            t_last = now
-            losses.append(float(loss.detach()))
-            if self.step % 10 == 0:
-                rec = {"step": self.step, "loss": float(np.mean(losses)), **terms,
-                       "elapsed_s": round(self.elapsed, 1)}
-                self._write_log(rec)
-                self.log(json.dumps(rec))
-                losses.clear()
-            if self.step % tc.checkpoint_every == 0:
-                self.checkpoint()
-            if validate is not None and self.step % tc.validate_every == 0:
-                self.model.eval()
-                scores = validate(self.model, self.cfg)
-                self.model.train()
-                scores["step"] = self.step
-                self._write_log({"validation": scores})
-                self.log(f"validation: {json.dumps(scores)}")
-                if scores["score"] > self.best_score:
-                    self.best_score = scores["score"]
-                    save_atomic({"model": self.model.state_dict(), "config": self.cfg.to_dict(),
-                                 "step": self.step, "validation": scores},
-                                self.run_dir / "best.pt")
-                self.checkpoint()
-                t_last = time.time()
-        self.checkpoint()
+        names = [self.train_names[i] for i in self.rng.integers(len(self.train_names), size=tc.batch_size)]
+        batch = make_batch([self.protein(n) for n in names], self.rng, self.cfg)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tc.bf16):
+            out = self.model(batch.density)
+        loss, terms = cnn_loss(out, batch)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        return {"loss": float(loss.detach()), **terms}
+
+    def _log_line(self, window: list[dict]) -> dict:
+        """The loss averaged over ``window``, its terms those of the last step."""
+        last = {k: v for k, v in window[-1].items() if k != "loss"}
+        return {"step": self.step, "loss": float(np.mean([w["loss"] for w in window])), **last,
+                "elapsed_s": round(self.elapsed, 1)}

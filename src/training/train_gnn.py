@@ -10,21 +10,20 @@ torsion and edge terms; last-layer full-atom and confidence terms) is minimised 
 AdamW, a linear warm-up of ``WARMUP_STEPS`` steps and gradient clipping at ``GRAD_CLIP``.
 A step whose loss is not finite is skipped (logged).
 
-State lives in a run folder, as for the CNN (:mod:`.train_cnn`): ``checkpoint.pt``
-(latest, written atomically every ``checkpoint_every`` steps and at the end: model,
-optimiser, step, numpy and torch RNG states, config, data config, elapsed seconds),
-``best.pt`` (best validation score so far, see :mod:`.validate_gnn`), ``log.jsonl``
-(one line per 10 steps and per validation) and ``commands.txt`` (written by the CLI).
-Re-running the same command resumes from ``checkpoint.pt`` with the same RNG state, so
-many short runs add up to one long one.
+State lives in a run folder, kept by :class:`.trainer.BaseTrainer` as for the CNN (its
+module docstring lists the contents): ``checkpoint.pt`` (latest, written atomically every
+``checkpoint_every`` steps and at the end: model, optimiser, step, best score, numpy and
+torch RNG states, config, elapsed seconds, and here also ``data_config`` and ``skipped``,
+the count of skipped steps), ``best.pt`` (best validation score so far, see
+:mod:`.validate_gnn`; with ``data_config``), ``log.jsonl`` (every 10 steps the means of
+the loss terms, ``elapsed_s`` and ``skipped``; each validation) and ``commands.txt``
+(written by the CLI). Re-running the same command resumes from ``checkpoint.pt`` with the
+same RNG state, so many short runs add up to one long one.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,13 +33,11 @@ import torch
 from ..config import Config, section_from_dict
 from ..model.common import DensityGrid
 from ..model.gnn import GNN, gnn_loss
-from . import splits as _splits
-from .common import ProteinCache, save_atomic
 from .gnn_data import GNNDataConfig, GNNExample, make_example
+from .trainer import BaseTrainer
 
 WARMUP_STEPS = 200  # linear learning-rate warm-up
 GRAD_CLIP = 1.0  # global gradient-norm clip
-LOG_EVERY = 10  # steps per log line
 
 
 def example_tensors(ex: GNNExample, device=None) -> tuple[dict, dict]:
@@ -87,7 +84,7 @@ def learning_rate(step: int, base: float) -> float:
     return base * min(1.0, (step + 1) / WARMUP_STEPS)
 
 
-class GNNTrainer:
+class GNNTrainer(BaseTrainer):
     """Resumable training of :class:`..model.gnn.GNN` (see the module docstring).
 
     ``cfg`` and ``dcfg`` are used for a new run; a resumed run takes the network config
@@ -96,75 +93,40 @@ class GNNTrainer:
     runs. ``cnn`` is ``(CAUNet, CNNConfig)`` for the CNN-node mode.
     """
 
+    keep_torch_rng = True  # GNN checkpoints hold torch's RNG state as well
+
     def __init__(self, run_dir: Path, cfg: Config, dcfg: GNNDataConfig | None = None, *,
                  data_root: Path | None = None, cnn=None, data_overrides: dict | None = None,
                  train_names: list[str] | None = None, log: Callable[[str], None] = print):
-        self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.log = log
-        self.data_root = data_root
         self.cnn = cnn
-        ckpt_path = self.run_dir / "checkpoint.pt"
-        ckpt = None
-        if ckpt_path.exists():
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-            self.cfg = Config.from_dict(ckpt["config"])
-            self.cfg.train = cfg.train  # training-loop settings may change between runs
-            self.dcfg = section_from_dict(GNNDataConfig, ckpt.get("data_config", {}))
-        else:
-            self.cfg = cfg
-            self.dcfg = dcfg or GNNDataConfig()
-        if data_overrides:
-            self.dcfg = dataclasses.replace(self.dcfg, **data_overrides)
-        if self.cnn is None and self.dcfg.cnn_nodes_prob > 0:
-            raise ValueError("cnn_nodes_prob > 0 needs a CNN")
-        torch.manual_seed(self.cfg.train.seed)
-        self.model = GNN(self.cfg.gnn)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.train.lr,
-                                     weight_decay=self.cfg.train.weight_decay)
-        self.step = 0
-        self.best_score = -math.inf
-        self.rng = np.random.default_rng(self.cfg.train.seed)
-        self.elapsed = 0.0
+        self.dcfg = dcfg or GNNDataConfig()
+        self.data_overrides = data_overrides or {}
+        super().__init__(run_dir, cfg, data_root=data_root, train_names=train_names, log=log)
+
+    def _configure(self, ckpt: dict | None) -> None:
+        """Data config and skip count (a resumed run's from its checkpoint), then
+        ``data_overrides``."""
         self.skipped = 0
         if ckpt is not None:
-            self.model.load_state_dict(ckpt["model"])
-            self.opt.load_state_dict(ckpt["opt"])
-            self.step = int(ckpt["step"])
-            self.best_score = float(ckpt["best_score"])
-            self.rng.bit_generator.state = ckpt["rng"]
-            if "torch_rng" in ckpt:
-                torch.set_rng_state(ckpt["torch_rng"])
-            self.elapsed = float(ckpt.get("elapsed", 0.0))
+            self.dcfg = section_from_dict(GNNDataConfig, ckpt.get("data_config", {}))
             self.skipped = int(ckpt.get("skipped", 0))
-            self.log(f"resumed from {ckpt_path} at step {self.step}")
-        self.train_names = train_names if train_names is not None else _splits.load_split("train")
-        self.protein = ProteinCache(self.data_root)
+        if self.data_overrides:
+            self.dcfg = dataclasses.replace(self.dcfg, **self.data_overrides)
+        if self.cnn is None and self.dcfg.cnn_nodes_prob > 0:
+            raise ValueError("cnn_nodes_prob > 0 needs a CNN")
+
+    def _build_model(self) -> GNN:
+        return GNN(self.cfg.gnn)
+
+    def _checkpoint_extras(self) -> dict:
+        return {"data_config": dataclasses.asdict(self.dcfg), "skipped": self.skipped}
+
+    def _best_extras(self) -> dict:
+        return {"data_config": dataclasses.asdict(self.dcfg)}
 
     @property
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
-
-    def checkpoint(self) -> None:
-        save_atomic(
-            {
-                "model": self.model.state_dict(),
-                "opt": self.opt.state_dict(),
-                "step": self.step,
-                "best_score": self.best_score,
-                "rng": self.rng.bit_generator.state,
-                "torch_rng": torch.get_rng_state(),
-                "config": self.cfg.to_dict(),
-                "data_config": dataclasses.asdict(self.dcfg),
-                "elapsed": self.elapsed,
-                "skipped": self.skipped,
-            },
-            self.run_dir / "checkpoint.pt",
-        )
-
-    def _write_log(self, record: dict) -> None:
-        with open(self.run_dir / "log.jsonl", "a") as fh:
-            fh.write(json.dumps(record) + "\n")
 
     def next_example(self) -> tuple[GNNExample, int]:
         """The next training example and its number of recycles (advances the RNG)."""
@@ -179,7 +141,6 @@ class GNNTrainer:
         tc = self.cfg.train
         ex, recycles = self.next_example()
         if int(ex.target_mask.sum()) == 0:
-            self.step += 1
             self.skipped += 1
             return None
         for group in self.opt.param_groups:
@@ -187,10 +148,9 @@ class GNNTrainer:
         out = run_model(self.model, ex, recycles, bf16=tc.bf16)
         _, targets = example_tensors(ex)
         loss, terms = gnn_loss(out, targets, self.cfg.gnn)
-        self.step += 1
         if not torch.isfinite(loss):
             self.skipped += 1
-            self.log(f"step {self.step}: non-finite loss on {ex.params['name']}, skipped")
+            self.log(f"step {self.step + 1}: non-finite loss on {ex.params['name']}, skipped")
             return None
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -198,7 +158,8 @@ class GNNTrainer:
         if not torch.isfinite(grad_norm):
             self.skipped += 1
             self.opt.zero_grad(set_to_none=True)
-            self.log(f"step {self.step}: non-finite gradient on {ex.params['name']}, skipped")
+            self.log(f"step {self.step + 1}: non-finite gradient on {ex.params['name']}, "
+                     "skipped")
             return None
         self.opt.step()
         rec = {k: float(v) for k, v in terms.items()}
@@ -206,52 +167,9 @@ class GNNTrainer:
                    recycles=recycles, mode=ex.mode)
         return rec
 
-    def train(self, steps: int, *, validate=None, time_limit_s: float | None = None) -> None:
-        """Train until ``steps`` total steps (resuming counts earlier ones) or until
-        ``time_limit_s`` seconds of this call have passed; always ends with a checkpoint."""
-        tc = self.cfg.train
-        self.model.train()
-        window: list[dict] = []
-        t_start = t_last = time.time()
-        while self.step < steps:
-            if time_limit_s is not None and time.time() - t_start > time_limit_s:
-                self.log(f"time limit reached at step {self.step}")
-                break
-            rec = self.train_step()
-            now = time.time()
-            self.elapsed += now - t_last
-            t_last = now
-            if rec is not None:
-                window.append(rec)
-            if self.step % LOG_EVERY == 0 and window:
-                keys = [k for k, v in window[0].items() if isinstance(v, (int, float))]
-                line = {"step": self.step,
-                        **{k: round(float(np.mean([w[k] for w in window if k in w])), 4)
-                           for k in keys},
-                        "elapsed_s": round(self.elapsed, 1), "skipped": self.skipped}
-                self._write_log(line)
-                self.log(json.dumps(line))
-                window.clear()
-            if self.step % tc.checkpoint_every == 0:
-                self.checkpoint()
-            if validate is not None and self.step % tc.validate_every == 0:
-                self.validate(validate)
-                t_last = time.time()
-        self.checkpoint()
-
-    def validate(self, validate) -> dict:
-        """Run ``validate(model, cfg) -> dict with 'score'``; keep best.pt; checkpoint."""
-        self.model.eval()
-        scores = validate(self.model, self.cfg)
-        self.model.train()
-        scores["step"] = self.step
-        self._write_log({"validation": scores})
-        self.log(f"validation: {json.dumps(scores)}")
-        if scores["score"] > self.best_score:
-            self.best_score = float(scores["score"])
-            save_atomic({"model": self.model.state_dict(), "config": self.cfg.to_dict(),
-                         "data_config": dataclasses.asdict(self.dcfg),
-                         "step": self.step, "validation": scores},
-                        self.run_dir / "best.pt")
-        self.checkpoint()
-        return scores
+    def _log_line(self, window: list[dict]) -> dict:
+        """The means of the numeric terms over ``window``, and the skip count."""
+        keys = [k for k, v in window[0].items() if isinstance(v, (int, float))]
+        return {"step": self.step,
+                **{k: round(float(np.mean([w[k] for w in window if k in w])), 4) for k in keys},
+                "elapsed_s": round(self.elapsed, 1), "skipped": self.skipped}

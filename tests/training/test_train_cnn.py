@@ -59,7 +59,12 @@ def test_train_resume_validate_export(tmp_path, monkeypatch):
     a = Trainer(run, tiny_config(), log=lambda s: None, train_names=TRAIN)
     a.train(3, validate=validate)
     assert a.step == 3 and scores == [1]
-    assert (run / "checkpoint.pt").exists() and (run / "best.pt").exists()
+    # the on-disk format live runs resume from
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert set(ckpt) == {"model", "opt", "step", "best_score", "rng", "config", "elapsed"}
+    assert ckpt["step"] == 3 and ckpt["best_score"] == 0.5
+    best = torch.load(run / "best.pt", weights_only=False)
+    assert set(best) == {"model", "config", "step", "validation"}
     b = Trainer(run, tiny_config(), log=lambda s: None, train_names=TRAIN)
     assert b.step == 3 and b.rng.bit_generator.state == a.rng.bit_generator.state
     for k, v in a.model.state_dict().items():

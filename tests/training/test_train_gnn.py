@@ -54,6 +54,8 @@ def test_train_checkpoint_and_resume(tmp_path):
     a.train(3)
     assert a.step == 3
     ckpt = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
+    assert set(ckpt) == {"model", "opt", "step", "best_score", "rng", "torch_rng", "config",
+                         "data_config", "elapsed", "skipped"}  # what live runs resume from
     assert ckpt["step"] == 3 and ckpt["data_config"]["crop_nodes"] == 40
     assert any(not torch.equal(before[k], v) for k, v in params(a.model).items())
     assert not (tmp_path / "a" / "log.jsonl").exists()  # a log line every 10 steps
@@ -132,6 +134,7 @@ def test_validation_best_and_export_loadable(tmp_path):
     assert [ex.mode for ex in val.examples] == ["noise", "cnn-like"]
     t.train(3, validate=val)
     best = torch.load(run / "best.pt", weights_only=False)
+    assert set(best) == {"model", "config", "data_config", "step", "validation"}
     assert best["step"] == 3
     for key in ("ca_rmsd", "aa_accuracy", "backbone_rmsd", "torsion_mae_deg", "edge_f1",
                 "confidence_corr", "score"):

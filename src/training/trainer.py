@@ -1,0 +1,189 @@
+"""The resumable training loop both networks share (:class:`BaseTrainer`).
+
+A trainer (:class:`.train_cnn.Trainer`, :class:`.train_gnn.GNNTrainer`) keeps its state
+in a run folder:
+
+* ``checkpoint.pt``: the latest state, written atomically (:func:`.common.save_atomic`)
+  every ``checkpoint_every`` steps, after each validation and when :meth:`BaseTrainer.train`
+  ends. Keys: ``model`` and ``opt`` (state dicts), ``step``, ``best_score``, ``rng`` (the
+  numpy generator's state), ``torch_rng`` (torch's CPU RNG state; only for trainers with
+  ``keep_torch_rng``), ``config`` (``Config.to_dict()``), ``elapsed`` (training seconds
+  over all runs), plus the trainer's own (:meth:`BaseTrainer._checkpoint_extras`).
+* ``best.pt``: the best validation so far: ``model``, ``config``, the trainer's own keys
+  (:meth:`BaseTrainer._best_extras`), ``step`` and ``validation`` (the validator's scores,
+  with ``score`` and ``step``).
+* ``log.jsonl``: one JSON line per ``LOG_EVERY`` steps (:meth:`BaseTrainer._log_line`:
+  ``step``, the loss terms, ``elapsed_s``) and one ``{"validation": scores}`` per validation.
+* ``commands.txt``: the commands that (re)started the run (:func:`.common.record_command`,
+  written by the ``train-*`` commands).
+
+A trainer made on a folder that holds ``checkpoint.pt`` resumes it: the network config,
+weights, optimiser, step, best score, RNG states and elapsed time come from the
+checkpoint (``cfg.train``, the training-loop settings, from the caller), so many short
+runs add up to one long one drawing the same random stream.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import Config
+from . import splits as _splits
+from .common import ProteinCache, save_atomic
+
+LOG_EVERY = 10  # steps per log line
+
+
+class BaseTrainer:
+    """Resumable training in a run folder (see the module docstring).
+
+    A new run uses ``cfg``; a resumed one the checkpoint's config with ``cfg.train``.
+    Training draws structures (by name, ``train_names``, default the 'train' split) from
+    ``data_root``, and its randomness from ``self.rng`` (seeded by ``cfg.train.seed``).
+
+    Subclasses supply the network (:meth:`_build_model`), one optimiser step
+    (:meth:`train_step`) and a log line (:meth:`_log_line`), and where they have settings
+    of their own :meth:`_configure`, :meth:`_checkpoint_extras` and :meth:`_best_extras`.
+    """
+
+    initial_best_score = -math.inf  # best_score before the first validation
+    keep_torch_rng = False  # whether checkpoint.pt holds torch's RNG state too
+
+    def __init__(self, run_dir: Path, cfg: Config, *, data_root: Path | None = None,
+                 train_names: list[str] | None = None, log: Callable[[str], None] = print):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log = log
+        self.data_root = data_root
+        ckpt_path = self.run_dir / "checkpoint.pt"
+        ckpt = None
+        if ckpt_path.exists():
+            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            self.cfg = Config.from_dict(ckpt["config"])
+            self.cfg.train = cfg.train  # training-loop settings may change between runs
+        else:
+            self.cfg = cfg
+        self._configure(ckpt)
+        torch.manual_seed(self.cfg.train.seed)
+        self.model = self._build_model()
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.train.lr,
+                                     weight_decay=self.cfg.train.weight_decay)
+        self.step = 0
+        self.best_score = self.initial_best_score
+        self.rng = np.random.default_rng(self.cfg.train.seed)
+        self.elapsed = 0.0
+        if ckpt is not None:
+            self.model.load_state_dict(ckpt["model"])
+            self.opt.load_state_dict(ckpt["opt"])
+            self.step = int(ckpt["step"])
+            self.best_score = float(ckpt["best_score"])
+            self.rng.bit_generator.state = ckpt["rng"]
+            if "torch_rng" in ckpt:
+                torch.set_rng_state(ckpt["torch_rng"])
+            self.elapsed = float(ckpt.get("elapsed", 0.0))
+            self.log(f"resumed from {ckpt_path} at step {self.step}")
+        self.train_names = train_names if train_names is not None else _splits.load_split("train")
+        self.protein = ProteinCache(self.data_root)
+
+    # What subclasses supply.
+
+    def _configure(self, ckpt: dict | None) -> None:
+        """Settings of the subclass's own, from the checkpoint when resuming (``ckpt``,
+        else None); called once ``self.cfg`` is set, before the model is built."""
+
+    def _build_model(self) -> torch.nn.Module:
+        """The network of ``self.cfg`` (built right after ``torch.manual_seed``)."""
+        raise NotImplementedError
+
+    def train_step(self) -> dict | None:
+        """One optimiser step (``self.step`` steps done before it; :meth:`train` counts
+        it): its loss terms for the log (numbers), or None when the step was skipped."""
+        raise NotImplementedError
+
+    def _log_line(self, window: list[dict]) -> dict:
+        """The log record of the steps since the last one (``window``: their
+        :meth:`train_step` records, not empty)."""
+        raise NotImplementedError
+
+    def _checkpoint_extras(self) -> dict:
+        """Keys of the subclass's own in ``checkpoint.pt``."""
+        return {}
+
+    def _best_extras(self) -> dict:
+        """Keys of the subclass's own in ``best.pt``."""
+        return {}
+
+    # The shared machinery.
+
+    def checkpoint(self) -> None:
+        """Write ``checkpoint.pt`` (keys in the module docstring)."""
+        state = {
+            "model": self.model.state_dict(),
+            "opt": self.opt.state_dict(),
+            "step": self.step,
+            "best_score": self.best_score,
+            "rng": self.rng.bit_generator.state,
+        }
+        if self.keep_torch_rng:
+            state["torch_rng"] = torch.get_rng_state()
+        state.update(config=self.cfg.to_dict(), elapsed=self.elapsed, **self._checkpoint_extras())
+        save_atomic(state, self.run_dir / "checkpoint.pt")
+
+    def _write_log(self, record: dict) -> None:
+        with open(self.run_dir / "log.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def train(self, steps: int, *, validate=None, time_limit_s: float | None = None) -> None:
+        """Train until ``steps`` total steps (resuming counts earlier ones) or until
+        ``time_limit_s`` seconds of this call have passed; always ends with a checkpoint.
+        ``validate`` (see :meth:`validate`) runs every ``validate_every`` steps."""
+        tc = self.cfg.train
+        self.model.train()
+        window: list[dict] = []
+        t_start = t_last = time.time()
+        while self.step < steps:
+            if time_limit_s is not None and time.time() - t_start > time_limit_s:
+                self.log(f"time limit reached at step {self.step}")
+                break
+            rec = self.train_step()
+            self.step += 1
+            now = time.time()
+            self.elapsed += now - t_last
+            t_last = now
+            if rec is not None:
+                window.append(rec)
+            if self.step % LOG_EVERY == 0 and window:
+                line = self._log_line(window)
+                self._write_log(line)
+                self.log(json.dumps(line))
+                window.clear()
+            if self.step % tc.checkpoint_every == 0:
+                self.checkpoint()
+            if validate is not None and self.step % tc.validate_every == 0:
+                self.validate(validate)
+                t_last = time.time()  # validation time is not training time
+        self.checkpoint()
+
+    def validate(self, validate) -> dict:
+        """Run ``validate(model, cfg) -> dict with 'score'`` (higher is better), log it,
+        keep the model in ``best.pt`` when it is the best so far, checkpoint."""
+        self.model.eval()
+        scores = validate(self.model, self.cfg)
+        self.model.train()
+        scores["step"] = self.step
+        self._write_log({"validation": scores})
+        self.log(f"validation: {json.dumps(scores)}")
+        if scores["score"] > self.best_score:
+            self.best_score = float(scores["score"])
+            save_atomic({"model": self.model.state_dict(), "config": self.cfg.to_dict(),
+                         **self._best_extras(), "step": self.step, "validation": scores},
+                        self.run_dir / "best.pt")
+        self.checkpoint()
+        return scores
