@@ -47,7 +47,7 @@ def main() -> int:
     from chimerax.modelangelo.training.splits import load_split
     from chimerax.modelangelo.training.train_cnn import local_protein
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(2)
     cfg = Config()
     cpu = torch.device("cpu")
     cnn, cnn_cfg, _ = load_cnn(cpu)

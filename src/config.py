@@ -139,7 +139,7 @@ class PostprocessConfig:
     hmm_prob_weight: tuple[float, float] = (0.5, 0.9)
     hmm_gap_open: float = 0.02  # M->I and M->D probability of the chain profiles
     hmm_gap_extend: float = 0.4  # I->I and D->D probability
-    hmm_evalue: float = 1e-3  # alignment E-value below which a chain is assigned
+    hmm_evalue: float = 1e-2  # alignment E-value below which a chain is assigned (benchmarks/tuning.md)
     # --- pruning (postprocess.py): a chain is kept when it is assigned (E-value above)
     # and all three hold; only its aligned residues are kept ---
     min_chain_length: int = 4  # shorter chains are dropped from the pruned model
