@@ -164,7 +164,7 @@ def gnn_figures(grid, points, seqs, deposited) -> dict | None:
     import torch
 
     from chimerax.modelangelo import residue_constants as rc
-    from chimerax.modelangelo.evaluate import match_points
+    from chimerax.modelangelo.evaluate import match_points, pearson
     from chimerax.modelangelo.model.loading import load_gnn
 
     loaded = load_gnn(torch.device("cpu"))
@@ -182,12 +182,10 @@ def gnn_figures(grid, points, seqs, deposited) -> dict | None:
     ok = deposited.atom_mask[dep_i][:, slots].all(axis=1)
     d2 = ((pred.backbone[node_i] - dep_bb) ** 2).sum(-1)[ok]  # [M', 3]
     ca_err = np.linalg.norm(pred.translations[node_i] - deposited.ca[dep_i], axis=-1)
-    conf = pred.confidence[node_i]
-    corr = (float(np.corrcoef(conf, -ca_err)[0, 1])
-            if len(conf) > 2 and conf.std() > 0 and ca_err.std() > 0 else None)
     return {"n_matched": int(len(dep_i)), "aa_accuracy": float(correct[known].mean()),
             "backbone_rmsd": float(np.sqrt(d2.mean())) if d2.size else None,
-            "confidence_correlation": corr}
+            "confidence_correlation": pearson(pred.confidence[node_i].astype(np.float64),
+                                              -ca_err)}
 
 
 def search_database() -> list:

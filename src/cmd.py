@@ -558,27 +558,24 @@ def _terminate(process: subprocess.Popen, grace: float) -> None:
     except OSError:
         return
 
-    def kill_if_alive():
-        if process.poll() is None:
-            try:
-                process.kill()
-            except OSError:
-                pass
-
-    timer = threading.Timer(grace, kill_if_alive)
+    timer = threading.Timer(grace, _kill_if_alive, args=(process,))
     timer.daemon = True
     timer.start()
+
+
+def _kill_if_alive(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        try:
+            process.kill()
+        except OSError:
+            pass
 
 
 @atexit.register
 def _end_build_processes() -> None:
     """ChimeraX quits: builds it started do not run on without it."""
     for process in list(_live_processes):
-        if process.poll() is None:
-            try:
-                process.kill()
-            except OSError:
-                pass
+        _kill_if_alive(process)
 
 
 def open_models(session, files: list[tuple[str, Path]], *, group_name: str, position):

@@ -10,7 +10,7 @@ Two places can hold PyTorch & co. (:data:`REQUIREMENTS`):
   ``<python> -m venv`` from a standard interpreter (in ChimeraX: ChimeraX's own
   ``bin/python3.x``, which is a normal CPython), pip-installs the requirements into it
   and makes this bundle's code importable there (:func:`install_bundle`). Builds then run
-  as ``<venv python> -m chimerax.modelangelo.cli build ... --progress-json``, a separate
+  as ``<venv python> -m chimerax.modelangelo build ... --progress-json``, a separate
   process that ChimeraX's packages can never conflict with (and that ``modelangelo stop``
   can end at once).
 * **ChimeraX's own Python** (``modelangelo install target chimerax``): ``pip install``
@@ -211,8 +211,13 @@ def missing_requirements_in(python: str | os.PathLike,
                             requirements: dict[str, str] | None = None) -> list[str]:
     """pip requirements whose package cannot be imported by ``python`` (a subprocess)."""
     reqs = REQUIREMENTS if requirements is None else requirements
-    missing = set(probe_python(python, list(reqs))["missing"])
-    return [req for module, req in reqs.items() if module in missing]
+    return _requirements_of(probe_python(python, list(reqs))["missing"], reqs)
+
+
+def _requirements_of(modules: list[str], requirements: dict[str, str]) -> list[str]:
+    """The pip requirements (in ``requirements`` order) of the import names ``modules``."""
+    wanted = set(modules)
+    return [req for module, req in requirements.items() if module in wanted]
 
 
 @dataclass
@@ -261,10 +266,8 @@ def environment_report(location: str | os.PathLike | None = None) -> Environment
         info = probe_python(python)
     except ModelAngeloError as exc:
         return EnvironmentReport(loc, python, exists=True, error=str(exc))
-    missing = set(info["missing"])
     return EnvironmentReport(
-        loc, python, exists=True,
-        missing=[req for module, req in REQUIREMENTS.items() if module in missing],
+        loc, python, exists=True, missing=_requirements_of(info["missing"], REQUIREMENTS),
         bundle=Path(info["bundle"]) if info["bundle"] else None)
 
 

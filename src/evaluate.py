@@ -322,7 +322,8 @@ def _confidence_values(predicted: Protein, mode: str) -> np.ndarray | None:
     return conf
 
 
-def _pearson(x: np.ndarray, y: np.ndarray) -> float | None:
+def pearson(x: np.ndarray, y: np.ndarray) -> float | None:
+    """Pearson correlation of ``x`` and ``y``; None for fewer than 3 values or no spread."""
     if len(x) < 3:
         return None
     x = x - x.mean()
@@ -368,7 +369,7 @@ def evaluate_models(
     # Errors that differ only by float32 rounding (e.g. a rigid shift) correlate with nothing.
     corr = None
     if conf_all is not None and k and np.ptp(dist) > 1e-3:
-        corr = _pearson(conf_all[pj], -dist)
+        corr = pearson(conf_all[pj], -dist)
 
     chains = []
     pred_names = list(predicted.chain_names)
