@@ -158,18 +158,24 @@ def run_case(case: dict) -> dict:
 
 
 def gnn_figures(grid, points, seqs, deposited) -> dict | None:
-    """The graph network on the CNN's points, before any sequence alignment: residue-type
+    """The graph network on the CNN's points (on the map sharpened as ``run_build`` does),
+    before any sequence alignment: residue-type
     accuracy (argmax), N/CA/C backbone RMSD and confidence correlation over the nodes
     matched one-to-one to deposited CAs within 3 A."""
     import torch
 
     from chimerax.modelangelo import residue_constants as rc
+    from chimerax.modelangelo.config import Config
     from chimerax.modelangelo.evaluate import match_points, pearson
+    from chimerax.modelangelo.mapio import auto_sharpen
     from chimerax.modelangelo.model.loading import load_gnn
 
     loaded = load_gnn(torch.device("cpu"))
     if loaded is None or len(points) == 0:
         return None
+    mcfg = Config().map
+    if mcfg.gnn_sharpen_target_b is not None:  # as run_build does
+        grid, _ = auto_sharpen(grid, mcfg.gnn_sharpen_target_b, mcfg.gnn_sharpen_max_b)
     pred = loaded[0].predict_map(points, grid, seqs or None, device=torch.device("cpu"))
     dep_i, node_i, _ = match_points(deposited.ca.astype(np.float64),
                                     pred.translations.astype(np.float64), 3.0)

@@ -75,6 +75,7 @@ class ChainAlignment:
     mapping: np.ndarray  # [L] node -> 0-based position in the sequence, -1 = unaligned
     identity: float  # aligned nodes whose most probable type is the sequence's residue
     aligned_fraction: float  # aligned nodes / chain nodes
+    gap_filled: bool = False  # assigned by gap filling (second pass), not the first search
 
     @property
     def assigned(self) -> bool:
@@ -306,6 +307,61 @@ def _pipeline(z: float | None = None, *, max_sensitivity: bool) -> plan7.Pipelin
     return plan7.Pipeline(AMINO, _BACKGROUND, Z=z, domZ=z)
 
 
+def _best_hit(hmm: plan7.HMM, block: easel.DigitalSequenceBlock) -> plan7.Hit | None:
+    """The lowest-E-value hit of ``hmm`` in ``block`` (all targets get Forward)."""
+    hits = sorted(_pipeline(max_sensitivity=True).search_hmm(hmm, block),
+                  key=lambda h: (h.evalue, -h.score))
+    return hits[0] if hits else None
+
+
+def _chain_alignment(ci: int, si: int, record, evalue: float, score: float,
+                     mapping: np.ndarray, probs: np.ndarray) -> ChainAlignment:
+    """An assigned :class:`ChainAlignment` with identity and aligned fraction filled in."""
+    seq = record.sequence.upper()
+    aligned = mapping >= 0
+    argmax = probs.argmax(1)
+    same = [rc.RESTYPE_ORDER.get(seq[p], -1) == a
+            for p, a in zip(mapping[aligned], argmax[aligned])]
+    return ChainAlignment(ci, si, record.name, float(evalue), float(score), mapping,
+                          float(np.mean(same)) if same else 0.0, float(aligned.mean()))
+
+
+def align_to_segments(
+    probs: np.ndarray,
+    sequences: Sequence,
+    segments: Sequence[tuple[int, int, int]],
+    *,
+    chain: int,
+    confidence: np.ndarray | None = None,
+    cfg: PostprocessConfig | None = None,
+) -> ChainAlignment | None:
+    """Best alignment of one chain to parts of the sequences (the gaps the assigned chains
+    leave, :func:`~.postprocess.fill_sequence_gaps`).
+
+    ``segments``: ``(sequence index, start, end)``, 0-based, end exclusive. The chain's
+    profile is searched against each segment as a separate target (E-values over
+    ``len(segments)`` targets); the best hit with E-value at most ``cfg.gap_fill_evalue``
+    is returned as a :class:`ChainAlignment` whose mapping holds positions in the whole
+    sequence, else None.
+    """
+    cfg = cfg or PostprocessConfig()
+    probs = np.asarray(probs, np.float64).reshape(-1, 20)
+    if len(probs) == 0 or not segments:
+        return None
+    block = easel.DigitalSequenceBlock(AMINO, [
+        _digital(str(k), sequences[si].sequence[a:b]) for k, (si, a, b) in enumerate(segments)])
+    hmm = build_hmm(probs, f"chain_{chain}", confidence=confidence, cfg=cfg)
+    best = _best_hit(hmm, block)
+    if best is None or best.evalue > cfg.gap_fill_evalue:
+        return None
+    si, start, _ = segments[int(best.name)]
+    mapping = _hit_mapping(best, len(probs), cfg.gap_fill_evalue)
+    mapping = np.where(mapping >= 0, mapping + start, -1)
+    ali = _chain_alignment(chain, si, sequences[si], best.evalue, best.score, mapping, probs)
+    ali.gap_filled = True
+    return ali
+
+
 def align_chains(
     chain_probs: Sequence[np.ndarray],
     sequences: Sequence,
@@ -339,26 +395,17 @@ def align_chains(
         else:
             conf = None if confidences is None else confidences[ci]
             hmm = build_hmm(probs, f"chain_{ci}", confidence=conf, cfg=cfg)
-        hits = sorted(_pipeline(max_sensitivity=True).search_hmm(hmm, block),
-                      key=lambda h: (h.evalue, -h.score))
-        if not hits:
+        best = _best_hit(hmm, block)
+        if best is None:
             out.append(none)
             continue
-        best = hits[0]
         none.evalue, none.score = float(best.evalue), float(best.score)
         if best.evalue > cfg.hmm_evalue:
             out.append(none)
             continue
         si = int(best.name)
-        mapping = _hit_mapping(best, n, cfg.hmm_evalue)
-        seq = sequences[si].sequence.upper()
-        aligned = mapping >= 0
-        argmax = probs.argmax(1)
-        same = [rc.RESTYPE_ORDER.get(seq[p], -1) == a
-                for p, a in zip(mapping[aligned], argmax[aligned])]
-        out.append(ChainAlignment(
-            ci, si, sequences[si].name, float(best.evalue), float(best.score), mapping,
-            float(np.mean(same)) if same else 0.0, float(aligned.mean())))
+        out.append(_chain_alignment(ci, si, sequences[si], best.evalue, best.score,
+                                    _hit_mapping(best, n, cfg.hmm_evalue), probs))
     return out
 
 

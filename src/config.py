@@ -21,6 +21,13 @@ class MapConfig:
     # Resampling: "fourier" (exact band-limited, crops/pads the FFT) or "trilinear".
     resample_method: str = "fourier"
     max_voxels: int = 600**3  # larger working grids are refused with a clear message
+    # The graph network reads a sharpened copy (mapio.auto_sharpen) when the map's Guinier
+    # B (10-4 A, on the working grid) exceeds the target: by (B - target), at most max
+    # (A^2). None: off. Target = median over simulated training maps (20-47 quartiles),
+    # so maps blurrier than the training data are brought into its range; EMD-6272
+    # (B 67) is: residue types on deposited CAs 35.5 -> 40.6 % at -30 (DEVELOPING.md).
+    gnn_sharpen_target_b: float | None = 40.0
+    gnn_sharpen_max_b: float = 60.0
 
 
 @dataclass
@@ -140,6 +147,15 @@ class PostprocessConfig:
     hmm_gap_open: float = 0.02  # M->I and M->D probability of the chain profiles
     hmm_gap_extend: float = 0.4  # I->I and D->D probability
     hmm_evalue: float = 1e-2  # alignment E-value below which a chain is assigned (benchmarks/tuning.md)
+    # Gap filling (postprocess.fill_sequence_gaps): a chain left unassigned is aligned to the
+    # stretches of a sequence that the assigned chains leave uncovered; it is assigned when
+    # the E-value (over those stretches) is at most gap_fill_evalue and its aligned ends
+    # can reach the assigned residues that flank the stretch: CA distance at most
+    # ca_only_ca_ca * (residues between) + gap_fill_slack, one of them at most
+    # gap_fill_max_separation residues away.
+    gap_fill_evalue: float = 1.0  # 0: no gap filling (benchmarks/tuning.md)
+    gap_fill_slack: float = 2.0  # A
+    gap_fill_max_separation: int = 60  # residues (benchmarks/tuning.md)
     # --- pruning (postprocess.py): a chain is kept when it is assigned (E-value above)
     # and all three hold; only its aligned residues are kept ---
     min_chain_length: int = 4  # shorter chains are dropped from the pruned model

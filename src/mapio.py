@@ -50,6 +50,7 @@ from .errors import MapError, OutputError
 __all__ = [
     "MapGrid", "MapWarning", "read_map", "write_map", "resample", "resample_to",
     "resample_shape", "interpolate", "normalise", "crop_to_region", "check_size",
+    "guinier_b", "apply_b_factor", "auto_sharpen",
 ]
 
 # Largest fraction of NaN/inf voxels that read_map repairs (replaced by the median) rather
@@ -604,6 +605,68 @@ def normalise(grid: MapGrid, warnings: list[str] | None = None) -> MapGrid:
     out = (data - np.float32(level)) * np.float32(sign / scale)
     return MapGrid(out.astype(np.float32, copy=False), grid.voxel_size.copy(),
                    grid.origin.copy())
+
+
+# --------------------------------------------------------------------------- sharpening
+
+
+def _s2_rfft(shape: tuple[int, int, int], voxel: float) -> np.ndarray:
+    """|s|^2 (1/A^2) on the half-spectrum of ``np.fft.rfftn`` for a ``[z, y, x]`` grid."""
+    fz = np.fft.fftfreq(shape[0], voxel)[:, None, None]
+    fy = np.fft.fftfreq(shape[1], voxel)[None, :, None]
+    fx = np.fft.rfftfreq(shape[2], voxel)[None, None, :]
+    return (fz**2 + fy**2 + fx**2).astype(np.float32)  # [nz, ny, nx//2+1]
+
+
+def guinier_b(grid: MapGrid, low: float = 10.0, high: float = 4.0,
+              shells: int = 12) -> float | None:
+    """The map's overall B-factor (A^2): the Guinier slope of its amplitudes.
+
+    Mean squared amplitude in ``shells`` shells equally spaced in ``s^2`` between 1/``low``
+    and 1/``high`` A^-1; ``ln|F| = c - B s^2 / 4`` fitted by least squares. Blurred maps
+    give large B; noise beyond the resolution flattens the slope (smaller B). None when
+    the grid is too coarse or too small to have those shells (``high`` below Nyquist, or a
+    shell without coefficients). Cubic voxels only (the working grid).
+    """
+    voxel = float(grid.voxel_size[0])
+    if high < 2 * voxel or min(grid.data.shape) < 4:
+        return None
+    d = grid.data.astype(np.float32) - np.float32(grid.data.mean())
+    power = np.abs(np.fft.rfftn(d)) ** 2  # [nz, ny, nx//2+1]
+    s2 = _s2_rfft(d.shape, voxel)
+    edges = np.linspace(1 / low**2, 1 / high**2, shells + 1)
+    idx = np.digitize(s2.ravel(), edges)  # 1..shells inside the range
+    counts = np.bincount(idx, minlength=shells + 2)[1:shells + 1]
+    if (counts == 0).any():
+        return None
+    mean_power = np.bincount(idx, power.ravel(), minlength=shells + 2)[1:shells + 1] / counts
+    if not (mean_power > 0).all():
+        return None
+    x = 0.5 * (edges[1:] + edges[:-1])
+    slope = np.polyfit(x, 0.5 * np.log(mean_power), 1)[0]
+    return float(-4.0 * slope)
+
+
+def apply_b_factor(grid: MapGrid, b: float) -> MapGrid:
+    """A copy of ``grid`` multiplied by ``exp(-b s^2 / 4)`` in Fourier space: ``b > 0``
+    blurs, ``b < 0`` sharpens (cubic voxels)."""
+    data = grid.data.astype(np.float32)
+    ft = np.fft.rfftn(data)
+    ft *= np.exp(-np.float32(b) * _s2_rfft(data.shape, float(grid.voxel_size[0])) / 4)
+    out = np.fft.irfftn(ft, s=data.shape).astype(np.float32)
+    return MapGrid(out, grid.voxel_size.copy(), grid.origin.copy())
+
+
+def auto_sharpen(grid: MapGrid, target_b: float, max_sharpen: float,
+                 warnings: list[str] | None = None) -> tuple[MapGrid, float]:
+    """Sharpen ``grid`` so its :func:`guinier_b` falls to ``target_b``, by at most
+    ``max_sharpen`` A^2; a map already at or below the target is returned unchanged.
+    Returns the (re-:func:`normalise`-d) map and the B applied (<= 0)."""
+    b = guinier_b(grid)
+    if b is None or b <= target_b:
+        return grid, 0.0
+    applied = -min(b - target_b, max_sharpen)
+    return normalise(apply_b_factor(grid, applied), warnings), applied
 
 
 # --------------------------------------------------------------------------- size

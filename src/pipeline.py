@@ -24,7 +24,7 @@ import numpy as np
 
 from .config import Config
 from .errors import JobStopped, ModelAngeloError, OutputError
-from .mapio import MapGrid, check_size, normalise, resample
+from .mapio import MapGrid, auto_sharpen, check_size, normalise, resample
 from .sequences import SequenceRecord
 
 STAGES = ("prepare", "detect", "refine", "chains", "write")
@@ -176,6 +176,7 @@ def run_build(
 
     rep.stage("refine", "refining residues with the graph network")
     gnn = load_gnn(torch_device)
+    sharpened_b = 0.0
     if gnn is None:
         msg = ("the graph network has no trained weights yet: residues are placed at the "
                "CNN's C-alpha points, residue types and side chains are not predicted")
@@ -186,8 +187,15 @@ def run_build(
         pred = prediction_from_points(nodes, node_prob)
     else:
         model, _ = gnn
+        gnn_map = work
+        if cfg.map.gnn_sharpen_target_b is not None:
+            gnn_map, sharpened_b = auto_sharpen(work, cfg.map.gnn_sharpen_target_b,
+                                                cfg.map.gnn_sharpen_max_b)
+            if sharpened_b:
+                rep.log(f"[refine] the graph network reads the map sharpened by "
+                        f"B = {sharpened_b:.0f} A^2")
         pred = _with_oom_fallback(
-            lambda dev: model.to(dev).predict_map(nodes, work, sequences, device=dev,
+            lambda dev: model.to(dev).predict_map(nodes, gnn_map, sequences, device=dev,
                                                   should_stop=rep.check_stop,
                                                   progress=rep.report),
             torch_device, warnings, rep)
@@ -237,6 +245,7 @@ def run_build(
         "residues_pruned": None if built.pruned is None else len(built.pruned),
         "chains_pruned": None if built.pruned is None else len(built.pruned.chain_names),
         "chains": built.chain_info,
+        "gnn_map_sharpening_b": round(sharpened_b, 1),
         "timings_s": rep.timings,
         "total_s": round(time.perf_counter() - t_start, 3),
         "warnings": warnings,

@@ -9,6 +9,9 @@ Steps:
 2. **Sequences** (:mod:`.alignment`): each chain's profile HMM (from the network's
    residue-type probabilities and confidence) is aligned to the given sequences; a chain
    is *assigned* to its best hit when the E-value is at most ``cfg.hmm_evalue``.
+   Then gap filling (:func:`fill_sequence_gaps`): chains still unassigned are aligned
+   to the stretches of sequence the pruned chains leave uncovered, and assigned when the
+   hit is good enough there and their ends can reach the flanking residues in space.
    Without sequences, one HMM per chain is returned instead (``BuiltModels.hmms``, named
    by chain ID) for ``modelangelo search``.
 3. **Residue types and numbers.** Unassigned chains: the network's most probable type,
@@ -41,7 +44,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import residue_constants as rc
-from .alignment import ChainAlignment, align_chains, build_hmm
+from .alignment import ChainAlignment, align_chains, align_to_segments, build_hmm
 from .chains import link_ca_only, link_chains
 from .config import PostprocessConfig
 from .prediction import GraphPrediction
@@ -147,6 +150,121 @@ def pruned_nodes(mapping: np.ndarray) -> np.ndarray:
     return np.flatnonzero(keep)
 
 
+def pruned_numbering(mapping: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Chain-local positions kept in the pruned model (:func:`pruned_nodes`) and their
+    1-based residue numbers (aligned: sequence position + 1; exact gap fill: previous + 1)."""
+    mapping = np.asarray(mapping, np.int64)
+    local = pruned_nodes(mapping)
+    numbers = np.empty(len(local), np.int64)
+    aligned = mapping[local] >= 0
+    numbers[aligned] = mapping[local][aligned] + 1
+    for j in np.flatnonzero(~aligned):
+        numbers[j] = numbers[j - 1] + 1
+    return local, numbers
+
+
+def keeps_chain(n_nodes: int, ali: ChainAlignment, cfg: PostprocessConfig) -> bool:
+    """Whether an aligned chain goes into the pruned model (module docstring, step 5)."""
+    return (ali.assigned and n_nodes >= cfg.min_chain_length
+            and ali.aligned_fraction >= cfg.prune_min_aligned_fraction
+            and ali.identity >= cfg.prune_min_identity)
+
+
+def _uncovered_segments(covered: dict[int, set[int]], lengths: list[int],
+                        min_length: int) -> list[tuple[int, int, int]]:
+    """Maximal runs ``(sequence, start, end)`` (0-based, end exclusive) of at least
+    ``min_length`` positions no pruned residue covers, of sequences with a covered
+    position (a run must have an assigned neighbour to be checked against)."""
+    out = []
+    for si, cov in covered.items():
+        start = None
+        for p in range(lengths[si] + 1):
+            free = p < lengths[si] and p not in cov
+            if free and start is None:
+                start = p
+            elif not free and start is not None:
+                if p - start >= min_length:
+                    out.append((si, start, p))
+                start = None
+    return out
+
+
+def _reaches(ca: np.ndarray, flank: list[np.ndarray], residues_between: int,
+             cfg: PostprocessConfig) -> bool:
+    """Can a chain of ``residues_between`` peptide steps join ``ca`` to any flank CA?"""
+    limit = cfg.ca_only_ca_ca * residues_between + cfg.gap_fill_slack
+    return any(float(np.linalg.norm(ca - f)) <= limit for f in flank)
+
+
+def fill_sequence_gaps(chains: list[np.ndarray], alignments: list[ChainAlignment],
+                       chain_probs: list[np.ndarray], confidences: list[np.ndarray],
+                       ca: np.ndarray, sequences: list,
+                       cfg: PostprocessConfig) -> list[ChainAlignment]:
+    """Second pass of sequence assignment: chains the first search left unassigned (too
+    short or too uncertain for a significant hit against whole sequences) are aligned to
+    the stretches of sequence the pruned chains leave uncovered.
+
+    A chain is assigned to its best such stretch when the E-value (over the stretches) is
+    at most ``cfg.gap_fill_evalue`` and its first and last aligned CA can reach the
+    pruned residues flanking the stretch (any copy, for homo-oligomers): CA distance at
+    most ``cfg.ca_only_ca_ca`` per residue between plus ``cfg.gap_fill_slack``; at least
+    one flank must be at most ``cfg.gap_fill_max_separation`` residues away (further
+    away the distance bound says little, and a short chain's best hit in a long stretch
+    is often in the wrong register). Chains
+    are accepted best E-value first; one whose residues would overlap positions already
+    covered is skipped. Returns the alignments with the new assignments in place.
+    """
+    if cfg.gap_fill_evalue <= 0:  # off
+        return alignments
+    lengths = [len(s.sequence) for s in sequences]
+    covered: dict[int, set[int]] = {}
+    flank_ca: dict[tuple[int, int], list[np.ndarray]] = {}
+
+    def cover(ci: int, ali: ChainAlignment) -> None:
+        local, numbers = pruned_numbering(ali.mapping)
+        cov = covered.setdefault(ali.sequence_index, set())
+        for j, num in zip(local, numbers):
+            cov.add(int(num) - 1)
+            flank_ca.setdefault((ali.sequence_index, int(num) - 1), []).append(
+                ca[chains[ci][j]])
+
+    for ci, ali in enumerate(alignments):
+        if keeps_chain(len(chains[ci]), ali, cfg):
+            cover(ci, ali)
+    segments = _uncovered_segments(covered, lengths, cfg.min_chain_length)
+    if not segments:
+        return alignments
+    candidates = []
+    for ci, ali in enumerate(alignments):
+        if ali.assigned or len(chains[ci]) < cfg.min_chain_length:
+            continue
+        new = align_to_segments(chain_probs[ci], sequences, segments, chain=ci,
+                                confidence=confidences[ci], cfg=cfg)
+        if new is None or not keeps_chain(len(chains[ci]), new, cfg):
+            continue
+        aligned = np.flatnonzero(new.mapping >= 0)
+        i1, i2 = int(aligned[0]), int(aligned[-1])
+        q1, q2 = int(new.mapping[i1]), int(new.mapping[i2])
+        seg = next(sg for sg in segments if sg[0] == new.sequence_index and sg[1] <= q1 < sg[2])
+        si, a, b = seg
+        flanks = []  # (flank CA list, residues between)
+        if a > 0:
+            flanks.append((flank_ca[(si, a - 1)], ca[chains[ci][i1]], q1 - (a - 1)))
+        if b < lengths[si]:
+            flanks.append((flank_ca[(si, b)], ca[chains[ci][i2]], b - q2))
+        if (all(_reaches(end, fl, n, cfg) for fl, end, n in flanks)
+                and any(n <= cfg.gap_fill_max_separation for _, _, n in flanks)):
+            candidates.append(new)
+    out = list(alignments)
+    for new in sorted(candidates, key=lambda x: x.evalue):
+        _, numbers = pruned_numbering(new.mapping)
+        if any(int(n) - 1 in covered.get(new.sequence_index, set()) for n in numbers):
+            continue
+        out[new.chain] = new
+        cover(new.chain, new)
+    return out
+
+
 def _sequence_types(sequence: str, numbers: np.ndarray) -> np.ndarray:
     """Residue types of ``sequence`` at 1-based ``numbers`` (-1 outside the sequence)."""
     seq = np.asarray(rc.aatype_from_sequence(sequence), np.int64)
@@ -238,6 +356,10 @@ def build_models(pred: GraphPrediction, sequences: list | None,
     if sequences and chains:
         alignments = align_chains(chain_probs, sequences, cfg=cfg,
                                   confidences=[conf[c] for c in chains])
+        if not ca_only:
+            alignments = fill_sequence_gaps(chains, alignments, chain_probs,
+                                            [conf[c] for c in chains], pred.translations,
+                                            sequences, cfg)
     else:
         alignments = [ChainAlignment(i, None, None, None, None, np.full(len(c), -1, np.int64),
                                      0.0, 0.0) for i, c in enumerate(chains)]
@@ -262,16 +384,8 @@ def build_models(pred: GraphPrediction, sequences: list | None,
             aat[inside] = seq_types[inside]
             if inside.all():
                 entity = ali.sequence_index
-            keep_chain = (len(c) >= cfg.min_chain_length
-                          and ali.aligned_fraction >= cfg.prune_min_aligned_fraction
-                          and ali.identity >= cfg.prune_min_identity)
-            if keep_chain:
-                local = pruned_nodes(ali.mapping)
-                p_num = np.empty(len(local), np.int64)
-                aligned_local = ali.mapping[local] >= 0
-                p_num[aligned_local] = ali.mapping[local][aligned_local] + 1
-                for j in np.flatnonzero(~aligned_local):  # exact gap fill: previous + 1
-                    p_num[j] = p_num[j - 1] + 1
+            if keeps_chain(len(c), ali, cfg):
+                local, p_num = pruned_numbering(ali.mapping)
                 if len(local) >= cfg.min_chain_length:
                     kept = len(local)
                     p_chains.append(c[local])
@@ -293,6 +407,7 @@ def build_models(pred: GraphPrediction, sequences: list | None,
             "first_number": int(num[0]),
             "last_number": int(num[-1]),
             "mean_confidence": round(float(conf[c].mean()), 2),
+            "gap_filled": bool(ali.gap_filled),
             "in_pruned": kept > 0,
             "pruned_residues": int(kept),
         })

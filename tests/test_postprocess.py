@@ -194,3 +194,47 @@ def test_empty_prediction():
     pred = prediction_from_points(np.zeros((0, 3)))
     built = build_models(pred, [SequenceRecord("s", "MKV")], PostprocessConfig())
     assert len(built.unpruned) == 0 and len(built.pruned) == 0 and built.chain_info == []
+
+
+def _gap_case(deposited, corrupt: float, shift=(0.0, 0.0, 0.0)):
+    """Residues 1-150 of 3J9S (easily assigned) and a 12-residue fragment (159-170) whose
+    residue types are too noisy for a significant hit against the whole sequences."""
+    rng = np.random.default_rng(0)
+    a, _ = make_prediction(deposited, rng, keep=np.arange(0, 150), corrupt=0.3)
+    b, perm_b = make_prediction(deposited, rng, keep=np.arange(158, 170), corrupt=corrupt)
+    return concat(a, b, shift=np.asarray(shift, np.float32)), perm_b
+
+
+def test_gap_filling_assigns_short_fragments_next_to_assigned_chains(deposited, fasta):
+    gap_cfg = PostprocessConfig(gap_fill_evalue=0.1, gap_fill_slack=2.0,
+                                gap_fill_max_separation=30)
+    pred, _ = _gap_case(deposited, corrupt=0.6)
+    off = build_models(pred, fasta, PostprocessConfig(gap_fill_evalue=0.0))
+    frag_off = next(i for i in off.chain_info if i["residues"] == 12)
+    assert frag_off["sequence"] is None and frag_off["evalue"] > gap_cfg.hmm_evalue
+    on = build_models(pred, fasta, gap_cfg)
+    frag = next(i for i in on.chain_info if i["residues"] == 12)
+    assert frag["gap_filled"] and frag["sequence"] == "3j9s_A" and frag["in_pruned"]
+    assert (frag["first_number"], frag["last_number"]) == (159, 170)
+    pr = on.pruned
+    rows = np.flatnonzero(pr.chain_index == pr.chain_names.index(frag["chain"]))
+    np.testing.assert_array_equal(pr.aatype[rows], deposited.aatype[pr.residue_number[rows] - 1])
+    # The same fragment 40 A away cannot be the residues after 150: left unassigned.
+    far, _ = _gap_case(deposited, corrupt=0.6, shift=(40.0, 0.0, 0.0))
+    frag_far = next(i for i in build_models(far, fasta, gap_cfg).chain_info
+                    if i["residues"] == 12)
+    assert frag_far["sequence"] is None and not frag_far["in_pruned"]
+
+
+def test_gap_filling_needs_a_nearby_flank(deposited, fasta):
+    """With noisier types the fragment's best hit lies 130 residues past the last assigned
+    one, where the distance bound allows anything: the separation limit refuses it."""
+    pred, _ = _gap_case(deposited, corrupt=0.7)
+    loose = build_models(pred, fasta, PostprocessConfig(gap_fill_evalue=0.1,
+                                                        gap_fill_max_separation=10**6))
+    frag = next(i for i in loose.chain_info if i["residues"] == 12)
+    assert frag["gap_filled"] and frag["first_number"] > 250  # the wrong register
+    strict = build_models(pred, fasta, PostprocessConfig(gap_fill_evalue=0.1,
+                                                         gap_fill_max_separation=30))
+    frag = next(i for i in strict.chain_info if i["residues"] == 12)
+    assert frag["sequence"] is None and not frag["gap_filled"]
