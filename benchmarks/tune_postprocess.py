@@ -31,13 +31,13 @@ REPO = Path(__file__).resolve().parents[1]
 GRID: dict[str, tuple] = {
     "hmm_evalue": (1e-3, 1e-2),
     "gap_fill_evalue": (0.0, 1e-2, 0.1, 1.0),  # 0: gap filling off
-    "gap_fill_slack": (2.0, 4.0),
-    "gap_fill_max_separation": (15, 30, 60),
+    "reach_slack": (2.0, 4.0),
+    "reach_max_separation": (15, 30, 60),
 }
 HEADERS = {"max_peptide_bond": "max C-N (A)", "unpruned_min_chain_length": "shortest unpruned chain",
            "hmm_evalue": "HMM E-value", "prune_min_aligned_fraction": "min aligned fraction",
            "prune_min_identity": "min identity", "gap_fill_evalue": "gap-fill E-value",
-           "gap_fill_slack": "gap-fill slack (A)", "gap_fill_max_separation": "gap-fill max separation"}
+           "reach_slack": "reach slack (A)", "reach_max_separation": "reach max separation"}
 RESOLUTIONS = (2.5, 3.0, 3.5, 4.0)
 
 

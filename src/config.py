@@ -151,11 +151,16 @@ class PostprocessConfig:
     # stretches of a sequence that the assigned chains leave uncovered; it is assigned when
     # the E-value (over those stretches) is at most gap_fill_evalue and its aligned ends
     # can reach the assigned residues that flank the stretch: CA distance at most
-    # ca_only_ca_ca * (residues between) + gap_fill_slack, one of them at most
-    # gap_fill_max_separation residues away.
+    # ca_only_ca_ca * (residues between) + reach_slack, one of them at most
+    # reach_max_separation residues away.
     gap_fill_evalue: float = 1.0  # 0: no gap filling (benchmarks/tuning.md)
-    gap_fill_slack: float = 2.0  # A
-    gap_fill_max_separation: int = 60  # residues (benchmarks/tuning.md)
+    reach_slack: float = 2.0  # A
+    reach_max_separation: int = 60  # residues (benchmarks/tuning.md)
+    # Pruned fragments of one sequence join into one chain (numbering gaps between them)
+    # when each next fragment starts after the previous one ends, within
+    # reach_max_separation residues, and its first CA can reach the previous one's last
+    # (the reach rule above); otherwise they stay separate chains (postprocess.merge_fragments).
+    merge_pruned_fragments: bool = True
     # --- pruning (postprocess.py): a chain is kept when it is assigned (E-value above)
     # and all three hold; only its aligned residues are kept ---
     min_chain_length: int = 4  # shorter chains are dropped from the pruned model

@@ -33,7 +33,10 @@ Steps:
    cfg.prune_min_identity`` (aligned nodes whose most probable type is the sequence's
    residue). Of a kept chain only the aligned residues stay, plus unaligned runs that
    exactly fill the sequence gap between two aligned residues; all take the sequence's
-   residue types and positions. Chain names are those of the unpruned model.
+   residue types and positions. Fragments of one sequence that follow each other in
+   sequence and can reach each other in space join into one chain with a numbering gap
+   (:func:`merge_fragments`). Chain names are those of the unpruned model (a merged
+   chain takes its first fragment's).
 6. **B-factors** = the node's confidence (0-100) on every atom.
 """
 
@@ -192,7 +195,7 @@ def _uncovered_segments(covered: dict[int, set[int]], lengths: list[int],
 def _reaches(ca: np.ndarray, flank: list[np.ndarray], residues_between: int,
              cfg: PostprocessConfig) -> bool:
     """Can a chain of ``residues_between`` peptide steps join ``ca`` to any flank CA?"""
-    limit = cfg.ca_only_ca_ca * residues_between + cfg.gap_fill_slack
+    limit = cfg.ca_only_ca_ca * residues_between + cfg.reach_slack
     return any(float(np.linalg.norm(ca - f)) <= limit for f in flank)
 
 
@@ -207,8 +210,8 @@ def fill_sequence_gaps(chains: list[np.ndarray], alignments: list[ChainAlignment
     A chain is assigned to its best such stretch when the E-value (over the stretches) is
     at most ``cfg.gap_fill_evalue`` and its first and last aligned CA can reach the
     pruned residues flanking the stretch (any copy, for homo-oligomers): CA distance at
-    most ``cfg.ca_only_ca_ca`` per residue between plus ``cfg.gap_fill_slack``; at least
-    one flank must be at most ``cfg.gap_fill_max_separation`` residues away (further
+    most ``cfg.ca_only_ca_ca`` per residue between plus ``cfg.reach_slack``; at least
+    one flank must be at most ``cfg.reach_max_separation`` residues away (further
     away the distance bound says little, and a short chain's best hit in a long stretch
     is often in the wrong register). Chains
     are accepted best E-value first; one whose residues would overlap positions already
@@ -253,7 +256,7 @@ def fill_sequence_gaps(chains: list[np.ndarray], alignments: list[ChainAlignment
         if b < lengths[si]:
             flanks.append((flank_ca[(si, b)], ca[chains[ci][i2]], b - q2))
         if (all(_reaches(end, fl, n, cfg) for fl, end, n in flanks)
-                and any(n <= cfg.gap_fill_max_separation for _, _, n in flanks)):
+                and any(n <= cfg.reach_max_separation for _, _, n in flanks)):
             candidates.append(new)
     out = list(alignments)
     for new in sorted(candidates, key=lambda x: x.evalue):
@@ -263,6 +266,40 @@ def fill_sequence_gaps(chains: list[np.ndarray], alignments: list[ChainAlignment
         out[new.chain] = new
         cover(new.chain, new)
     return out
+
+
+def merge_fragments(numbers: list[np.ndarray], entity: list[int], first_ca: np.ndarray,
+                    last_ca: np.ndarray, cfg: PostprocessConfig) -> list[list[int]]:
+    """Group pruned fragments into chains: lists of fragment indices in N -> C order.
+
+    Fragments are taken in order of their first residue number; each joins the chain of
+    the same sequence whose last residue precedes its first by at most
+    ``cfg.reach_max_separation`` and whose last CA it can reach (``cfg.ca_only_ca_ca``
+    per residue between plus ``cfg.reach_slack``), the one with the fewest residues
+    between (then the shortest distance); else it starts a chain. Copies of one sequence
+    (homo-oligomers) stay apart because a copy's fragments cannot reach the other's.
+    """
+    order = sorted(range(len(numbers)), key=lambda i: (entity[i], int(numbers[i][0])))
+    groups: list[list[int]] = []
+    for i in order:
+        best, best_key = None, None
+        for gi, g in enumerate(groups):
+            last = g[-1]
+            between = int(numbers[i][0]) - int(numbers[last][-1])
+            if entity[last] != entity[i] or not 0 < between <= cfg.reach_max_separation:
+                continue
+            dist = float(np.linalg.norm(first_ca[i] - last_ca[last]))
+            if not _reaches(first_ca[i], [last_ca[last]], between, cfg):
+                continue
+            key = (between, dist)
+            if best_key is None or key < best_key:
+                best, best_key = gi, key
+        if best is None:
+            groups.append([i])
+        else:
+            groups[best].append(i)
+    groups.sort(key=lambda g: order.index(g[0]))
+    return groups
 
 
 def _sequence_types(sequence: str, numbers: np.ndarray) -> np.ndarray:
@@ -409,11 +446,25 @@ def build_models(pred: GraphPrediction, sequences: list | None,
             "mean_confidence": round(float(conf[c].mean()), 2),
             "gap_filled": bool(ali.gap_filled),
             "in_pruned": kept > 0,
+            "pruned_chain": names[i] if kept > 0 else None,  # after merging fragments
             "pruned_residues": int(kept),
         })
 
     unpruned = _protein(pred, chains, types, numbers, names, ca_only)
     pruned = None
+    if sequences and cfg.merge_pruned_fragments and p_chains:
+        ca = np.asarray(pred.translations)
+        groups = merge_fragments(p_numbers, p_entity, ca[[c[0] for c in p_chains]],
+                                 ca[[c[-1] for c in p_chains]], cfg)
+        by_name = {i["chain"]: i for i in info}
+        for g in groups:
+            for k in g:
+                by_name[p_names[k]]["pruned_chain"] = p_names[g[0]]
+        p_chains = [np.concatenate([p_chains[k] for k in g]) for g in groups]
+        p_types = [np.concatenate([p_types[k] for k in g]) for g in groups]
+        p_numbers = [np.concatenate([p_numbers[k] for k in g]) for g in groups]
+        p_entity = [p_entity[g[0]] for g in groups]
+        p_names = [p_names[g[0]] for g in groups]
     if sequences:
         pruned = _protein(pred, p_chains, p_types, p_numbers, p_names, ca_only)
     return BuiltModels(unpruned=unpruned, pruned=pruned, chain_info=info, hmms=hmms,

@@ -15,6 +15,7 @@ from chimerax.modelangelo.geometry import frames_from_backbone, torsions_from_at
 from chimerax.modelangelo.postprocess import (
     build_models,
     is_ca_only,
+    merge_fragments,
     prediction_from_points,
     pruned_nodes,
     residue_numbers,
@@ -206,8 +207,8 @@ def _gap_case(deposited, corrupt: float, shift=(0.0, 0.0, 0.0)):
 
 
 def test_gap_filling_assigns_short_fragments_next_to_assigned_chains(deposited, fasta):
-    gap_cfg = PostprocessConfig(gap_fill_evalue=0.1, gap_fill_slack=2.0,
-                                gap_fill_max_separation=30)
+    gap_cfg = PostprocessConfig(gap_fill_evalue=0.1, reach_slack=2.0,
+                                reach_max_separation=30)
     pred, _ = _gap_case(deposited, corrupt=0.6)
     off = build_models(pred, fasta, PostprocessConfig(gap_fill_evalue=0.0))
     frag_off = next(i for i in off.chain_info if i["residues"] == 12)
@@ -217,8 +218,11 @@ def test_gap_filling_assigns_short_fragments_next_to_assigned_chains(deposited, 
     assert frag["gap_filled"] and frag["sequence"] == "3j9s_A" and frag["in_pruned"]
     assert (frag["first_number"], frag["last_number"]) == (159, 170)
     pr = on.pruned
-    rows = np.flatnonzero(pr.chain_index == pr.chain_names.index(frag["chain"]))
-    np.testing.assert_array_equal(pr.aatype[rows], deposited.aatype[pr.residue_number[rows] - 1])
+    np.testing.assert_array_equal(pr.aatype, deposited.aatype[pr.residue_number - 1])
+    # 8 residues missing between 150 and 159, CAs 13 A apart: the two fragments are one
+    # pruned chain with a numbering gap.
+    assert pr.chain_names == [frag["pruned_chain"]] == ["A"]
+    assert np.all(np.diff(pr.residue_number) > 0) and (pr.residue_number > 158).sum() >= 6
     # The same fragment 40 A away cannot be the residues after 150: left unassigned.
     far, _ = _gap_case(deposited, corrupt=0.6, shift=(40.0, 0.0, 0.0))
     frag_far = next(i for i in build_models(far, fasta, gap_cfg).chain_info
@@ -231,10 +235,34 @@ def test_gap_filling_needs_a_nearby_flank(deposited, fasta):
     one, where the distance bound allows anything: the separation limit refuses it."""
     pred, _ = _gap_case(deposited, corrupt=0.7)
     loose = build_models(pred, fasta, PostprocessConfig(gap_fill_evalue=0.1,
-                                                        gap_fill_max_separation=10**6))
+                                                        reach_max_separation=10**6))
     frag = next(i for i in loose.chain_info if i["residues"] == 12)
     assert frag["gap_filled"] and frag["first_number"] > 250  # the wrong register
     strict = build_models(pred, fasta, PostprocessConfig(gap_fill_evalue=0.1,
-                                                         gap_fill_max_separation=30))
+                                                         reach_max_separation=30))
     frag = next(i for i in strict.chain_info if i["residues"] == 12)
     assert frag["sequence"] is None and not frag["gap_filled"]
+
+
+def test_merge_fragments_keeps_copies_apart():
+    """Two copies of one sequence, each in two fragments (1-10 and 15-30, 4 residues
+    missing, ends 12 A apart), the second copy 60 A away; a fragment of another sequence.
+    Fragments join within their copy only."""
+    cfg = PostprocessConfig()
+    num = [np.arange(1, 11), np.arange(15, 31), np.arange(1, 11), np.arange(15, 31),
+           np.arange(11, 20)]
+    entity = [0, 0, 0, 0, 1]
+    shift = np.array([60.0, 0, 0])
+    last = np.array([[0, 0, 0], [40, 0, 0], [0, 0, 0], [40, 0, 0], [5, 0, 0]], float)
+    first = np.array([[-30, 0, 0], [12, 0, 0], [-30, 0, 0], [12, 0, 0], [8, 0, 0]], float)
+    first[2:4] += shift
+    last[2:4] += shift
+    groups = merge_fragments(num, entity, first, last, cfg)
+    assert sorted(map(sorted, groups)) == [[0, 1], [2, 3], [4]]
+    # too far for 5 peptide steps (3.8 A each + 2 A): separate chains
+    first[1, 0] = last[0, 0] + 5 * cfg.ca_only_ca_ca + cfg.reach_slack + 0.5
+    assert sorted(map(sorted, merge_fragments(num, entity, first, last, cfg)))[:2] == [[0], [1]]
+    # overlapping numbers never join
+    num[1] = np.arange(8, 31)
+    first[1, 0] = 5.0
+    assert [0] in merge_fragments(num, entity, first, last, cfg)
