@@ -124,6 +124,15 @@ class SimulationConfig:
     # (CB 1x, CG 2x, CD 3x, ...), and extra B on carboxylate oxygens (Asp, Glu).
     sidechain_b_step_range: tuple[float, float] = (5.0, 35.0)
     carboxylate_b_range: tuple[float, float] = (0.0, 40.0)
+    # B alone (capped at atom_b_max) left the ends too strong: relative to CA, density at
+    # Asp/Glu carboxylate O, Ile CD1 and Lys NZ is 0.10-0.22 / 0.21-0.23 / 0.09-0.31 on
+    # EMD-6272 and EMD-2566, 0.42-0.48 / 0.46 / 0.39 in maps simulated with B only.
+    # Partial occupancy on top: Asp/Glu carboxylate O (one factor per map), and side-chain
+    # atoms from CD on of residues without rigid rings (one factor per residue, uniform
+    # between the map's drawn lower bound and 1). Simulated from the deposited models of
+    # EMD-6272/2566 with these ranges (mean of 4 maps): 0.22-0.31 / 0.39 / 0.28-0.32.
+    carboxylate_occupancy_range: tuple[float, float] = (0.05, 0.6)
+    flexible_occupancy_low_range: tuple[float, float] = (0.0, 0.6)
 
 
 @dataclass

@@ -72,6 +72,12 @@ _CARBOXYLATE_O = np.zeros((rc.NUM_RESTYPES + 1, len(rc.ATOM_TYPES)), np.float64)
 for _aa, _names in (("D", ("OD1", "OD2")), ("E", ("OE1", "OE2"))):
     for _name in _names:
         _CARBOXYLATE_O[rc.RESTYPE_ORDER[_aa], rc.ATOM_ORDER[_name]] = 1.0
+# [21, 37]: side-chain atoms from CD on (3+ bonds from CA) of residues without a rigid
+# ring (not Phe, Tyr, Trp, His, Pro): the flexible ends (Lys NZ, Ile CD1, Met SD, Glu OE...).
+_FLEXIBLE = np.zeros((rc.NUM_RESTYPES + 1, len(rc.ATOM_TYPES)), np.float64)
+for _aa in rc.RESTYPES:
+    if _aa not in "FYWHP":
+        _FLEXIBLE[rc.RESTYPE_ORDER[_aa]] = _ATOM37_DEPTH >= 3
 _WINDOW_SIGMAS = 3.0  # real-space splat window half-width, in Gaussian sigmas
 _ATOM_CHUNK = 4096  # atoms splatted per vectorised batch (bounds memory)
 _ENVELOPE_SIGMA = 3.0  # A, blur of the atom density that defines "inside the protein"
@@ -160,10 +166,11 @@ def splat_atoms(
     shape: tuple[int, int, int],
     origin: np.ndarray,
     voxel: float,
+    occupancy: np.ndarray | None = None,
 ) -> torch.Tensor:
     """Electron density of atoms sampled on a grid ``[nz, ny, nx]`` (float32 tensor).
 
-    Each atom contributes ``sum_g a_g (4 pi / Bt)^1.5 exp(-4 pi^2 r^2 / Bt)`` with
+    Each atom contributes ``occupancy * sum_g a_g (4 pi / Bt)^1.5 exp(-4 pi^2 r^2 / Bt)`` with
     ``Bt = b_g + B_atom``: the real-space form of its scattering factor blurred by its
     B-factor, evaluated exactly at the voxel centres inside a window of
     ``_WINDOW_SIGMAS`` sigmas of its widest Gaussian (separable in x, y, z).
@@ -175,6 +182,8 @@ def splat_atoms(
     el_idx, a_tab, b_tab = _form_factor_table(elements)
     bt = b_tab[el_idx] + np.asarray(b_iso, np.float64)[:, None]  # [M, 5]
     amp = a_tab[el_idx] * (4 * math.pi / bt) ** 1.5  # [M, 5]
+    if occupancy is not None:
+        amp = amp * np.asarray(occupancy, np.float64)[:, None]
     sigma_max = math.sqrt(float(bt.max()) / (8 * math.pi**2))
     r = max(1, int(math.ceil(_WINDOW_SIGMAS * sigma_max / voxel)))
     offs = torch.arange(-r, r + 1, dtype=torch.float64)  # [W]
@@ -388,6 +397,17 @@ def simulate_map(
     b_atom = np.clip(b_base + b_spread * np.clip(z, -1.5, 3.0) + b_side, 0.0, cfg.atom_b_max)
     params.update(atom_b_base=b_base, atom_b_spread=b_spread, sidechain_b_step=b_step,
                   carboxylate_b=b_carboxylate)
+    # Partial occupancy: flexible side-chain ends (per residue) and carboxylate oxygens
+    # (per map) are partly missing in real maps (disorder, radiation damage).
+    res_of_atom = np.nonzero(mask)[0]
+    aat_of_atom = protein.aatype[res_of_atom]
+    occ_low = _uniform(rng, cfg.flexible_occupancy_low_range)
+    occ_carboxylate = _uniform(rng, cfg.carboxylate_occupancy_range)
+    res_occ = rng.uniform(occ_low, 1.0, len(protein))  # [R]
+    occ = np.where(_FLEXIBLE[aat_of_atom, atom_slot] > 0, res_occ[res_of_atom], 1.0)
+    occ = occ * np.where(_CARBOXYLATE_O[aat_of_atom, atom_slot] > 0, occ_carboxylate, 1.0)
+    occupancy = np.concatenate([occ, np.ones(len(other_rot))])
+    params.update(flexible_occupancy_low=occ_low, carboxylate_occupancy=occ_carboxylate)
 
     n_blobs = 0
     if rng.random() < cfg.ligand_blob_prob:
@@ -397,6 +417,7 @@ def simulate_map(
         xyz = np.concatenate([xyz, blob_xyz])
         elements += blob_el
         b_atom = np.concatenate([b_atom, blob_b])
+        occupancy = np.concatenate([occupancy, np.ones(len(blob_xyz))])
         params["ligand_blob_atoms"] = len(blob_xyz)
     params["ligand_blobs"] = n_blobs
 
@@ -416,7 +437,7 @@ def simulate_map(
 
     # B_min keeps the splat band-limited on the coarse grid (removed in Fourier space).
     b_min = 4.0 * math.log(20.0) * (2 * v_sim) ** 2  # 5% attenuation at Nyquist
-    dens = splat_atoms(xyz, elements, b_atom + b_min, shape, origin, v_sim)
+    dens = splat_atoms(xyz, elements, b_atom + b_min, shape, origin, v_sim, occupancy)
     ft = torch.fft.rfftn(dens)
     s2, fx, fy, fz = _fourier_s2(shape, v_sim)
     s = torch.sqrt(s2)
