@@ -213,9 +213,9 @@ def fill_sequence_gaps(chains: list[np.ndarray], alignments: list[ChainAlignment
     most ``cfg.ca_only_ca_ca`` per residue between plus ``cfg.reach_slack``; at least
     one flank must be at most ``cfg.reach_max_separation`` residues away (further
     away the distance bound says little, and a short chain's best hit in a long stretch
-    is often in the wrong register). Chains
-    are accepted best E-value first; one whose residues would overlap positions already
-    covered is skipped. Returns the alignments with the new assignments in place.
+    is often in the wrong register). Chains are accepted best E-value first; one whose
+    residues would overlap positions already covered is skipped. Returns the alignments
+    with the new assignments in place.
     """
     if cfg.gap_fill_evalue <= 0:  # off
         return alignments
