@@ -8,7 +8,14 @@ import pytest
 
 from chimerax.modelangelo import residue_constants as rc
 from chimerax.modelangelo.errors import JobStopped, OutputError
-from chimerax.modelangelo.mapio import interpolate, read_map
+from chimerax.modelangelo.mapio import (
+    apply_b_factor,
+    guinier_b,
+    interpolate,
+    normalise,
+    read_map,
+    resample,
+)
 from chimerax.modelangelo.pipeline import STAGES, run_build
 from chimerax.modelangelo.protein import load_protein
 from chimerax.modelangelo.sequences import read_fasta
@@ -98,3 +105,20 @@ def test_no_sequence_mode_writes_profiles(tmp_path):
     assert result.pruned_path is None
     assert result.unpruned_path.exists()
     assert list((tmp_path / "out" / "hmm_profiles").glob("*.hmm"))
+
+
+def test_only_maps_blurrier_than_training_are_sharpened(tmp_path, example_build):
+    """EMD-2566 (Guinier B ~33) is left as it is; the same map blurred by B 80 is
+    sharpened for the graph network by (B - 40), at most 60 A^2, and the summary says so."""
+    _, _, out = example_build
+    assert json.loads((out / "summary.json").read_text())["gnn_map_sharpening_b"] == 0.0
+    grid = resample(read_map(EXAMPLE_MAP), 1.5)
+    blurred = apply_b_factor(grid, 80.0)
+    b = guinier_b(normalise(blurred))
+    assert b > 100
+    logs: list[str] = []
+    run_build(blurred, read_fasta(EXAMPLE_FASTA), tmp_path / "out", "blurred", device="cpu",
+              log=logs.append)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["gnn_map_sharpening_b"] == pytest.approx(-min(b - 40.0, 60.0), abs=0.1)
+    assert any("sharpened" in line for line in logs)
