@@ -14,6 +14,7 @@ in a run folder:
   with ``score`` and ``step``).
 * ``log.jsonl``: one JSON line per ``LOG_EVERY`` steps (:meth:`BaseTrainer._log_line`:
   ``step``, the loss terms, ``elapsed_s``) and one ``{"validation": scores}`` per validation.
+  Resuming drops the records of steps after the checkpoint (they are run again).
 * ``commands.txt``: the commands that (re)started the run (:func:`.common.record_command`,
   written by the ``train-*`` commands).
 
@@ -88,6 +89,7 @@ class BaseTrainer:
             if "torch_rng" in ckpt:
                 torch.set_rng_state(ckpt["torch_rng"])
             self.elapsed = float(ckpt.get("elapsed", 0.0))
+            self._trim_log(self.step)
             self.log(f"resumed from {ckpt_path} at step {self.step}")
         self.train_names = train_names if train_names is not None else _splits.load_split("train")
         self.protein = ProteinCache(self.data_root)
@@ -135,6 +137,25 @@ class BaseTrainer:
             state["torch_rng"] = torch.get_rng_state()
         state.update(config=self.cfg.to_dict(), elapsed=self.elapsed, **self._checkpoint_extras())
         save_atomic(state, self.run_dir / "checkpoint.pt")
+
+    def _trim_log(self, step: int) -> None:
+        """Drop the log records of steps after ``step`` (run after the last checkpoint by
+        a run that was stopped): the resumed run logs those steps again."""
+        path = self.run_dir / "log.jsonl"
+        if not path.exists():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+                at = record["validation"]["step"] if "validation" in record else record["step"]
+            except (ValueError, KeyError, TypeError):
+                at = None  # not ours to judge: kept
+            if at is None or at <= step:
+                kept.append(line)
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(path)
 
     def _write_log(self, record: dict) -> None:
         with open(self.run_dir / "log.jsonl", "a") as fh:

@@ -2,6 +2,7 @@
 
 import argparse
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -60,8 +61,13 @@ def test_train_checkpoint_and_resume(tmp_path):
     assert any(not torch.equal(before[k], v) for k, v in params(a.model).items())
     assert not (tmp_path / "a" / "log.jsonl").exists()  # a log line every 10 steps
 
+    # Records of steps run after the checkpoint (a stopped run) are dropped on resume.
+    log = tmp_path / "a" / "log.jsonl"
+    log.write_text('{"step": 2, "loss": 1.0}\n{"step": 10, "loss": 1.0}\n'
+                   '{"validation": {"score": 0.5, "step": 10}}\n')
     b = trainer(tmp_path / "a")  # resumes
     assert b.step == 3
+    assert [json.loads(x)["step"] for x in log.read_text().splitlines()] == [2]
     assert b.rng.bit_generator.state == a.rng.bit_generator.state
     for k, v in params(a.model).items():
         assert torch.equal(v, b.model.state_dict()[k])
