@@ -167,15 +167,13 @@ def gnn_figures(grid, points, seqs, deposited) -> dict | None:
     from chimerax.modelangelo import residue_constants as rc
     from chimerax.modelangelo.config import Config
     from chimerax.modelangelo.evaluate import match_points, pearson
-    from chimerax.modelangelo.mapio import auto_sharpen
     from chimerax.modelangelo.model.loading import load_gnn
+    from chimerax.modelangelo.pipeline import graph_network_map
 
     loaded = load_gnn(torch.device("cpu"))
     if loaded is None or len(points) == 0:
         return None
-    mcfg = Config().map
-    if mcfg.gnn_sharpen_target_b is not None:  # as run_build does
-        grid, _ = auto_sharpen(grid, mcfg.gnn_sharpen_target_b, mcfg.gnn_sharpen_max_b)
+    grid, _ = graph_network_map(grid, Config().map)
     pred = loaded[0].predict_map(points, grid, seqs or None, device=torch.device("cpu"))
     dep_i, node_i, _ = match_points(deposited.ca.astype(np.float64),
                                     pred.translations.astype(np.float64), 3.0)

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/sidechain_density.py [--seeds 4]
 
-For each real map in ``<data root>/real_maps``: the mean density (normalised 1.5 A working
+For each real map of ``benchmarks/run.py`` (``REAL_MAPS``): the mean density (normalised 1.5 A working
 grid, as the networks see it) at groups of side-chain atoms of the deposited model, over
 the mean density at its C-alpha atoms; then the same for maps simulated from that model at
 the map's resolution (``training.simulate.simulate_map`` with the default
@@ -14,14 +14,13 @@ ranges are calibrated against (see the comments there).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("MODELANGELO_DATA", REPO.parent / "shared" / "data"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import DATA, REAL_MAPS  # noqa: E402  (benchmarks/run.py: the real maps and their resolutions)
 
 # group -> (residue letters, atom name)
 GROUPS: dict[str, list[tuple[str, str]]] = {
@@ -65,24 +64,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=4, help="simulated maps per real map")
     args = parser.parse_args()
-    resolutions = {"emd_6272": 2.6, "emd_2566": 3.2, "emd_30342": 3.9}
     cfg = faithful_config(SimulationConfig())
     print("| map | kind | " + " | ".join(GROUPS) + " |")
     print("|---|---|" + "---|" * len(GROUPS))
-    for folder in sorted((DATA / "real_maps").iterdir()):
-        maps, models = list(folder.glob("emd_*.mrc")), list(folder.glob("*_deposited.cif"))
-        if not maps or not models or folder.name not in resolutions:
-            continue
-        model = load_protein(models[0])
-        real = relative_density(normalise(resample(read_map(maps[0]), 1.5)), model)
+    for name, (mrc, _, cif, resolution) in sorted(REAL_MAPS.items()):
+        folder = DATA / "real_maps" / name
+        model = load_protein(folder / cif)
+        real = relative_density(normalise(resample(read_map(folder / mrc), 1.5)), model)
         rows = []
         for seed in range(args.seeds):
             sim = simulate_map(model, np.random.default_rng(seed), cfg,
-                               resolution=resolutions[folder.name], rotate=False)
+                               resolution=resolution, rotate=False)
             rows.append(relative_density(normalise(resample(sim.grid, 1.5)), sim.protein))
         for kind, values in (("real", real), (f"simulated (mean of {args.seeds})",
                                               np.nanmean(rows, axis=0))):
-            print(f"| {folder.name} | {kind} | " + " | ".join(f"{v:.2f}" for v in values) + " |")
+            print(f"| {name} | {kind} | " + " | ".join(f"{v:.2f}" for v in values) + " |")
     return 0
 
 

@@ -332,14 +332,15 @@ def align_to_segments(
     segments: Sequence[tuple[int, int, int]],
     *,
     chain: int,
-    confidence: np.ndarray | None = None,
+    hmm: plan7.HMM,
     cfg: PostprocessConfig | None = None,
 ) -> ChainAlignment | None:
     """Best alignment of one chain to parts of the sequences (the gaps the assigned chains
     leave, :func:`~.postprocess.fill_sequence_gaps`).
 
     ``segments``: ``(sequence index, start, end)``, 0-based, end exclusive. The chain's
-    profile is searched against each segment as a separate target (E-values over
+    profile ``hmm`` (:func:`build_hmm` of ``probs``) is searched against each segment as a
+    separate target (E-values over
     ``len(segments)`` targets); the best hit with E-value at most ``cfg.gap_fill_evalue``
     is returned as a :class:`ChainAlignment` whose mapping holds positions in the whole
     sequence, else None.
@@ -350,7 +351,6 @@ def align_to_segments(
         return None
     block = easel.DigitalSequenceBlock(AMINO, [
         _digital(str(k), sequences[si].sequence[a:b]) for k, (si, a, b) in enumerate(segments)])
-    hmm = build_hmm(probs, f"chain_{chain}", confidence=confidence, cfg=cfg)
     best = _best_hit(hmm, block)
     if best is None or best.evalue > cfg.gap_fill_evalue:
         return None

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config
+from .config import Config, MapConfig
 from .errors import JobStopped, ModelAngeloError, OutputError
 from .mapio import MapGrid, auto_sharpen, check_size, normalise, resample
 from .sequences import SequenceRecord
@@ -125,6 +125,15 @@ class _Reporter:
             self._stage = None
 
 
+def graph_network_map(work: MapGrid, cfg: MapConfig) -> tuple[MapGrid, float]:
+    """The working map as the graph network reads it: sharpened by
+    :func:`~.mapio.auto_sharpen` when ``cfg.gnn_sharpen_target_b`` is set, with the B
+    applied (0: unchanged)."""
+    if cfg.gnn_sharpen_target_b is None:
+        return work, 0.0
+    return auto_sharpen(work, cfg.gnn_sharpen_target_b, cfg.gnn_sharpen_max_b)
+
+
 def run_build(
     grid: MapGrid,
     sequences: list[SequenceRecord] | None,
@@ -187,13 +196,10 @@ def run_build(
         pred = prediction_from_points(nodes, node_prob)
     else:
         model, _ = gnn
-        gnn_map = work
-        if cfg.map.gnn_sharpen_target_b is not None:
-            gnn_map, sharpened_b = auto_sharpen(work, cfg.map.gnn_sharpen_target_b,
-                                                cfg.map.gnn_sharpen_max_b)
-            if sharpened_b:
-                rep.log(f"[refine] the graph network reads the map sharpened by "
-                        f"B = {sharpened_b:.0f} A^2")
+        gnn_map, sharpened_b = graph_network_map(work, cfg.map)
+        if sharpened_b:
+            rep.log(f"[refine] the graph network reads the map sharpened by "
+                    f"B = {sharpened_b:.0f} A^2")
         pred = _with_oom_fallback(
             lambda dev: model.to(dev).predict_map(nodes, gnn_map, sequences, device=dev,
                                                   should_stop=rep.check_stop,

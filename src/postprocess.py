@@ -200,12 +200,12 @@ def _reaches(ca: np.ndarray, flank: list[np.ndarray], residues_between: int,
 
 
 def fill_sequence_gaps(chains: list[np.ndarray], alignments: list[ChainAlignment],
-                       chain_probs: list[np.ndarray], confidences: list[np.ndarray],
-                       ca: np.ndarray, sequences: list,
-                       cfg: PostprocessConfig) -> list[ChainAlignment]:
+                       chain_probs: list[np.ndarray], hmms: list, ca: np.ndarray,
+                       sequences: list, cfg: PostprocessConfig) -> list[ChainAlignment]:
     """Second pass of sequence assignment: chains the first search left unassigned (too
     short or too uncertain for a significant hit against whole sequences) are aligned to
-    the stretches of sequence the pruned chains leave uncovered.
+    the stretches of sequence the pruned chains leave uncovered (with its profile HMM from
+    ``hmms``, one per chain).
 
     A chain is assigned to its best such stretch when the E-value (over the stretches) is
     at most ``cfg.gap_fill_evalue`` and its first and last aligned CA can reach the
@@ -242,7 +242,7 @@ def fill_sequence_gaps(chains: list[np.ndarray], alignments: list[ChainAlignment
         if ali.assigned or len(chains[ci]) < cfg.min_chain_length:
             continue
         new = align_to_segments(chain_probs[ci], sequences, segments, chain=ci,
-                                confidence=confidences[ci], cfg=cfg)
+                                hmm=hmms[ci], cfg=cfg)
         if new is None or not keeps_chain(len(chains[ci]), new, cfg):
             continue
         aligned = np.flatnonzero(new.mapping >= 0)
@@ -298,8 +298,7 @@ def merge_fragments(numbers: list[np.ndarray], entity: list[int], first_ca: np.n
             groups.append([i])
         else:
             groups[best].append(i)
-    groups.sort(key=lambda g: order.index(g[0]))
-    return groups
+    return groups  # in the order of their first fragments
 
 
 def _sequence_types(sequence: str, numbers: np.ndarray) -> np.ndarray:
@@ -389,22 +388,21 @@ def build_models(pred: GraphPrediction, sequences: list | None,
               for p in chain_probs]
 
     sequences = list(sequences or [])
-    hmms: list = []
+    # One profile HMM per chain: aligned to the sequences (both passes), or returned for
+    # ``modelangelo search`` without them.
+    chain_hmms = [build_hmm(p, names[i], confidence=conf[c], cfg=cfg,
+                            description=f"ChimeraX-ModelAngelo chain {names[i]}, "
+                                        f"{len(c)} residues")
+                  for i, (c, p) in enumerate(zip(chains, chain_probs))]
+    hmms: list = [] if sequences else chain_hmms
     if sequences and chains:
-        alignments = align_chains(chain_probs, sequences, cfg=cfg,
-                                  confidences=[conf[c] for c in chains])
+        alignments = align_chains(chain_probs, sequences, cfg=cfg, hmms=chain_hmms)
         if not ca_only:
-            alignments = fill_sequence_gaps(chains, alignments, chain_probs,
-                                            [conf[c] for c in chains], pred.translations,
-                                            sequences, cfg)
+            alignments = fill_sequence_gaps(chains, alignments, chain_probs, chain_hmms,
+                                            pred.translations, sequences, cfg)
     else:
         alignments = [ChainAlignment(i, None, None, None, None, np.full(len(c), -1, np.int64),
                                      0.0, 0.0) for i, c in enumerate(chains)]
-        if not sequences:
-            hmms = [build_hmm(p, names[i], confidence=conf[c], cfg=cfg,
-                              description=f"ChimeraX-ModelAngelo chain {names[i]}, "
-                                          f"{len(c)} residues")
-                    for i, (c, p) in enumerate(zip(chains, chain_probs))]
 
     types, numbers, chain_entity = [], [], []
     p_chains, p_types, p_numbers, p_names, p_entity = [], [], [], [], []
