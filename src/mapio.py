@@ -204,6 +204,8 @@ def _open_mrc(path: Path, sink: list[str] | None):
 
     with _warnings.catch_warnings(record=True) as caught:
         _warnings.simplefilter("always")
+        # Not about this file: other objects garbage-collected meanwhile (unclosed files).
+        _warnings.simplefilter("ignore", ResourceWarning)
         strict_error = None
         try:
             try:

@@ -131,6 +131,22 @@ def test_real_map_ca_on_density(folder):
         _ca_density_checks(r, ca)
 
 
+def test_unrelated_resource_warnings_are_not_header_problems(monkeypatch):
+    """A file object of someone else's, garbage-collected while a map is read, warns
+    ResourceWarning inside read_map's warning capture: not a problem of the map."""
+    import mrcfile
+
+    real_open = mrcfile.open
+
+    def open_while_collecting(*args, **kwargs):
+        warnings.warn("unclosed file <_io.TextIOWrapper name=13>", ResourceWarning, stacklevel=1)
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(mrcfile, "open", open_while_collecting)
+    _, warns = read_quiet(next(REAL_DIRS[0].glob("emd_*.mrc")))
+    assert warns == []
+
+
 @pytest.mark.parametrize("folder", REAL_DIRS, ids=lambda p: p.name)
 def test_real_map_normalise(folder):
     g = read_map(next(folder.glob("emd_*.mrc")))
