@@ -11,6 +11,8 @@ import argparse
 import json
 from pathlib import Path
 
+from .training_args import add_export_args, add_schedule_args
+
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("run")
@@ -20,18 +22,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
     g.add_argument("--data-root", type=Path, default=None,
                    help="folder holding structures/ (default: $MODELANGELO_DATA or ../shared/data)")
-    g = parser.add_argument_group("schedule")
-    g.add_argument("--validate-every", type=int, default=None, help="steps between validations")
-    g.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints")
-    g.add_argument("--val-maps", type=int, default=8, help="simulated validation maps")
-    g.add_argument("--lr", type=float, default=None, help="learning rate")
-    g.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
-                   help="bf16 autocast (auto: only where the CPU or GPU has native bf16; "
-                        "emulated bf16 is many times slower than fp32)")
-    g = parser.add_argument_group("export")
-    g.add_argument("--export", type=Path, default=None,
-                   help="write the best checkpoint as fp16 weights to this path and stop")
-    g.add_argument("--note", default="", help="free text stored in the training record")
+    add_schedule_args(parser, val_maps=8, val_help="simulated validation maps")
+    g = add_export_args(parser)
     g.add_argument("--retune", type=Path, default=None, metavar="WEIGHTS",
                    help="re-tune the peak settings (threshold, suppression radius) of an "
                         "exported weight file on the validation maps, rewrite its config and "

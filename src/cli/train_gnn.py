@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+from .training_args import add_export_args, add_schedule_args
+
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("run")
@@ -46,18 +48,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                    help="CA CNN weight file for --cnn-nodes-prob (default: the shipped one)")
     g.add_argument("--cnn-like-prob", type=float, default=None,
                    help="share of examples with simulated misses and false positives")
-    g = parser.add_argument_group("schedule")
-    g.add_argument("--validate-every", type=int, default=None, help="steps between validations")
-    g.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints")
-    g.add_argument("--val-maps", type=int, default=6, help="simulated validation examples")
-    g.add_argument("--lr", type=float, default=None, help="learning rate")
-    g.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
-                   help="bf16 autocast (auto: only where the CPU or GPU has native bf16; "
-                        "emulated bf16 is many times slower than fp32)")
-    g = parser.add_argument_group("export")
-    g.add_argument("--export", type=Path, default=None,
-                   help="write the best checkpoint as fp16 weights to this path and stop")
-    g.add_argument("--note", default="", help="free text stored in the training record")
+    add_schedule_args(parser, val_maps=6, val_help="simulated validation examples")
+    add_export_args(parser)
 
 
 def _load_cnn(args, prob_requested: float | None):
