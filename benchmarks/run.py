@@ -186,7 +186,11 @@ def gnn_figures(grid, points, seqs, deposited) -> dict | None:
     ok = deposited.atom_mask[dep_i][:, slots].all(axis=1)
     d2 = ((pred.backbone[node_i] - dep_bb) ** 2).sum(-1)[ok]  # [M', 3]
     ca_err = np.linalg.norm(pred.translations[node_i] - deposited.ca[dep_i], axis=-1)
+    # backbone read in the wrong direction: predicted N->C against the deposited one
+    dots = np.einsum("ij,ij->i", pred.backbone[node_i, 2] - pred.backbone[node_i, 0],
+                     dep_bb[:, 2] - dep_bb[:, 0])[ok]
     return {"n_matched": int(len(dep_i)), "aa_accuracy": float(correct[known].mean()),
+            "reversed": float((dots < 0).mean()) if dots.size else None,
             "backbone_rmsd": float(np.sqrt(d2.mean())) if d2.size else None,
             "confidence_correlation": pearson(pred.confidence[node_i].astype(np.float64),
                                               -ca_err)}
@@ -242,6 +246,7 @@ def markdown(results: list[dict], meta: dict) -> str:
         "on real maps). Models: residue recall / precision / sequence recall over one-to-one CA "
         "matches within 3 A; GNN aa / GNN bb = the graph network's own residue types (argmax, "
         "before any sequence alignment) and N/CA/C RMSD at its nodes matched to deposited CAs; "
+        "GNN rev = share of those nodes whose N->C points against the deposited residue's; "
         "seq match = residue-type accuracy of the built model over matched residues; bb RMSD over "
         "N, CA, C, O of matched residues (both of the pruned model, or of the unpruned one where "
         "the pruned model is empty); conf r = Pearson correlation of confidence and -CA error; "
@@ -250,13 +255,13 @@ def markdown(results: list[dict], meta: dict) -> str:
         "sequence.",
         "",
         "| map | res (A) | residues | CNN rec 2A | CNN rec 3A | CNN prec | far in density | "
-        "GNN aa | GNN bb | unpruned rec | unpruned prec | pruned rec | pruned seq rec | "
+        "GNN aa | GNN bb | GNN rev | unpruned rec | unpruned prec | pruned rec | pruned seq rec | "
         "pruned prec | seq match | bb RMSD | conf r | search | CNN s | build s | peak MB |",
-        "|" + "---|" * 21,
+        "|" + "---|" * 22,
     ]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['case']['name']} | error: {r['error'][:80]} |" + " |" * 19)
+            lines.append(f"| {r['case']['name']} | error: {r['error'][:80]} |" + " |" * 20)
             continue
         c, u, p = r["cnn"], r.get("unpruned", {}), r.get("pruned", {})
         gn = r.get("gnn") or {}
@@ -266,6 +271,7 @@ def markdown(results: list[dict], meta: dict) -> str:
             f"{_fmt(c['recall_2a'], True)} | {_fmt(c['recall_3a'], True)} | "
             f"{_fmt(c['precision'], True)} | {c['far_points_in_density']}/{c['far_points']} | "
             f"{_fmt(gn.get('aa_accuracy'), True)} | {_fmt(gn.get('backbone_rmsd'))} | "
+            f"{_fmt(gn.get('reversed'), True)} | "
             f"{_fmt(u.get('residue_recall'), True)} | {_fmt(u.get('precision'), True)} | "
             f"{_fmt(p.get('residue_recall'), True)} | {_fmt(p.get('sequence_recall'), True)} | "
             f"{_fmt(p.get('precision'), True)} | {_fmt(built.get('sequence_match'), True)} | "
