@@ -21,6 +21,17 @@ Qt = QtCore.Qt
 DEVICES = ("auto", "cpu", "gpu")
 
 
+def _browse_row(edit: QtWidgets.QLineEdit, placeholder: str, on_browse) -> QtWidgets.QHBoxLayout:
+    """A path field with its Browse... button."""
+    edit.setPlaceholderText(placeholder)
+    browse = QtWidgets.QPushButton("Browse...")
+    browse.clicked.connect(on_browse)
+    row = QtWidgets.QHBoxLayout()
+    row.addWidget(edit)
+    row.addWidget(browse)
+    return row
+
+
 class ModelAngeloPanel(QtWidgets.QWidget):
     """Map chooser, sequence file or pasted FASTA, device, output folder, Build and Stop."""
 
@@ -36,13 +47,9 @@ class ModelAngeloPanel(QtWidgets.QWidget):
         form.addRow("Map:", self.map_menu)
 
         self.sequence_path = QtWidgets.QLineEdit()
-        self.sequence_path.setPlaceholderText("FASTA file (leave empty for no-sequence mode)")
-        browse_seq = QtWidgets.QPushButton("Browse...")
-        browse_seq.clicked.connect(self._browse_sequence)
-        row = QtWidgets.QHBoxLayout()
-        row.addWidget(self.sequence_path)
-        row.addWidget(browse_seq)
-        form.addRow("Sequences:", row)
+        form.addRow("Sequences:", _browse_row(
+            self.sequence_path, "FASTA file (leave empty for no-sequence mode)",
+            self._browse_sequence))
 
         self.sequence_text = QtWidgets.QPlainTextEdit()
         self.sequence_text.setPlaceholderText("...or paste sequences here (FASTA)")
@@ -55,13 +62,9 @@ class ModelAngeloPanel(QtWidgets.QWidget):
         form.addRow("Device:", self.device_menu)
 
         self.output_folder = QtWidgets.QLineEdit()
-        self.output_folder.setPlaceholderText("default: a new folder in ~/Documents/ModelAngelo")
-        browse_out = QtWidgets.QPushButton("Browse...")
-        browse_out.clicked.connect(self._browse_output)
-        row = QtWidgets.QHBoxLayout()
-        row.addWidget(self.output_folder)
-        row.addWidget(browse_out)
-        form.addRow("Output folder:", row)
+        form.addRow("Output folder:", _browse_row(
+            self.output_folder, "default: a new folder in ~/Documents/ModelAngelo",
+            self._browse_output))
 
         self.build_button = QtWidgets.QPushButton("Build")
         self.build_button.clicked.connect(self.build)
