@@ -310,6 +310,22 @@ def _ligand_blobs(rng: np.random.Generator, xyz: np.ndarray, com: np.ndarray,
 # ------------------------------------------------------------------------ simulate
 
 
+# One random stream per stage of the simulation, seeded from ``_STREAM_SLOTS`` draws of the
+# caller's generator: a change to one stage's draws (a new option, another count) leaves
+# every other stage's draws as they were, so simulated validation and benchmark maps
+# change only where the simulator did. Slots beyond the stages are room for new ones
+# (the caller's generator always advances by the same number of draws per map).
+_STAGES = ("resolution", "missing", "rotation", "atom_b", "occupancy", "ligands", "box",
+           "filter", "detergent", "local_b", "noise", "mask")
+_STREAM_SLOTS = 16
+
+
+def stage_streams(rng: np.random.Generator) -> dict[str, np.random.Generator]:
+    """Independent generators, one per simulation stage, from ``rng``."""
+    seeds = rng.integers(0, 2**63, size=_STREAM_SLOTS)
+    return {name: np.random.default_rng(int(seed)) for name, seed in zip(_STAGES, seeds)}
+
+
 def simulate_map(
     protein: Protein,
     rng: np.random.Generator,
@@ -322,7 +338,8 @@ def simulate_map(
 ) -> SimulatedMap:
     """Simulate a cryo-EM map of ``protein`` (see the module docstring for the steps).
 
-    Deterministic given the state of ``rng``. ``resolution`` (A) defaults to a draw from
+    Deterministic given the state of ``rng`` (each stage draws from its own stream,
+    :func:`stage_streams`). ``resolution`` (A) defaults to a draw from
     ``cfg.resolution_range``. The returned protein is the one to use as target: rotated
     into the map's frame, without the residues whose density was left out.
     ``rotate=False`` keeps the model's frame (for maps that should overlay the model).
@@ -332,16 +349,17 @@ def simulate_map(
     if len(protein) == 0:
         raise ModelAngeloError("cannot simulate a map of an empty protein")
     params: dict[str, Any] = {}
+    streams = stage_streams(rng)
     if resolution is None:
-        resolution = _uniform(rng, cfg.resolution_range)
+        resolution = _uniform(streams["resolution"], cfg.resolution_range)
     resolution = float(resolution)
     params["resolution"] = resolution
 
     # 1. Missing density.
-    protein = _drop_missing(protein, rng, cfg, params)
+    protein = _drop_missing(protein, streams["missing"], cfg, params)
 
     # 2. Rotation about the centre of mass.
-    rot = random_rotation(rng) if rotate else np.eye(3)
+    rot = random_rotation(streams["rotation"]) if rotate else np.eye(3)
     params["rotation"] = rot.tolist()
     mask = protein.atom_mask
     prot_xyz = protein.atom_positions[mask].astype(np.float64)  # [Mp, 3]
@@ -380,6 +398,7 @@ def simulate_map(
         [protein.b_factors[mask].astype(np.float64), np.full(len(other_rot), np.nan)]
     )
     xyz = np.concatenate([prot_xyz, other_rot])
+    rng = streams["atom_b"]
     b_base = _uniform(rng, cfg.atom_b_base_range)
     b_spread = _uniform(rng, cfg.atom_b_spread_range)
     finite = dep_b[np.isfinite(dep_b)]
@@ -401,6 +420,7 @@ def simulate_map(
     # (per map) are partly missing in real maps (disorder, radiation damage).
     res_of_atom = np.nonzero(mask)[0]
     aat_of_atom = protein.aatype[res_of_atom]
+    rng = streams["occupancy"]
     occ_low = _uniform(rng, cfg.flexible_occupancy_low_range)
     occ_carboxylate = _uniform(rng, cfg.carboxylate_occupancy_range)
     res_occ = rng.uniform(occ_low, 1.0, len(protein))  # [R]
@@ -410,6 +430,7 @@ def simulate_map(
     params.update(flexible_occupancy_low=occ_low, carboxylate_occupancy=occ_carboxylate)
 
     n_blobs = 0
+    rng = streams["ligands"]
     if rng.random() < cfg.ligand_blob_prob:
         n_blobs = int(rng.integers(1, 5))
         blob_xyz, blob_el = _ligand_blobs(rng, prot_xyz, com, n_blobs)
@@ -422,6 +443,7 @@ def simulate_map(
     params["ligand_blobs"] = n_blobs
 
     # Grid: voxel drawn from voxel_size_range, box with random padding per side.
+    rng = streams["box"]
     v_draw = _uniform(rng, cfg.voxel_size_range)
     lo = xyz.min(axis=0) - rng.uniform(box_padding, 2 * box_padding, 3)
     hi = xyz.max(axis=0) + rng.uniform(box_padding, 2 * box_padding, 3)
@@ -443,6 +465,7 @@ def simulate_map(
     s = torch.sqrt(s2)
 
     # 4. Global B, anisotropy, resolution low-pass.
+    rng = streams["filter"]
     b_global = _uniform(rng, cfg.b_factor_extra_range)
     if rng.random() < cfg.sharpen_prob:
         b_global -= _uniform(rng, cfg.sharpen_b_range)
@@ -469,6 +492,7 @@ def simulate_map(
     occ = (env / max(inside_ref * 0.5, 1e-9)).clamp(0, 1)  # 1 inside, 0 in solvent
 
     # 6. Detergent / lipid belt.
+    rng = streams["detergent"]
     if rng.random() < cfg.detergent_prob:
         ft = ft + _belt(rng, ft, s2, shape, origin, v_sim, com, prot_xyz, occ, params)
     else:
@@ -478,6 +502,7 @@ def simulate_map(
     signal = torch.fft.irfftn(sig_ft, s=shape)
 
     # 5. Local resolution: blend in a copy blurred by local_b, by a smooth weight.
+    rng = streams["local_b"]
     local_b = _uniform(rng, cfg.local_b_range)
     params["local_b"] = local_b
     if local_b > 0:
@@ -486,6 +511,7 @@ def simulate_map(
         signal = signal + wfield * (blurred - signal)
 
     # 7. Coloured noise.
+    rng = streams["noise"]
     noise_level = _uniform(rng, cfg.noise_level_range)
     noise_b = _uniform(rng, cfg.noise_b_range)
     white = torch.from_numpy(rng.standard_normal(shape, dtype=np.float32))
@@ -504,6 +530,7 @@ def simulate_map(
 
     # 8. Solvent mask: soft (dilated envelope), or a hard zone (as ChimeraX "volume zone":
     # zero beyond a distance from the model's atoms, like the EMDB excerpts in real_maps/).
+    rng = streams["mask"]
     masked = bool(rng.random() < cfg.mask_prob)
     params["masked"] = masked
     if masked and rng.random() < cfg.zone_mask_share:

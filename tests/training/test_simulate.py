@@ -72,6 +72,25 @@ def test_deterministic_from_seed(chain_b):
     assert cfg.resolution_range[0] <= a.resolution <= cfg.resolution_range[1]
 
 
+def test_stage_draws_do_not_shift_other_stages(chain_b):
+    # Anisotropy on/off changes how many numbers the filter stage draws; the stages after
+    # it (local B, noise, mask) and before it (rotation, atom B) must draw the same.
+    base = dataclasses.replace(QUIET, anisotropic_prob=0.0, local_b_range=(0.0, 150.0),
+                               noise_level_range=(0.05, 0.8), mask_prob=0.5)
+    a = simulate_map(chain_b, np.random.default_rng(11), base, resolution=3.0)
+    b = simulate_map(chain_b, np.random.default_rng(11),
+                     dataclasses.replace(base, anisotropic_prob=1.0), resolution=3.0)
+    assert "aniso_b" in b.params and "aniso_b" not in a.params
+    for key in ("rotation", "local_b", "noise_level", "noise_b", "noise_cutoff", "masked"):
+        assert a.params[key] == b.params[key], key
+    # ... and a new draw in an early stage leaves the later ones alone too
+    c = simulate_map(chain_b, np.random.default_rng(11),
+                     dataclasses.replace(base, drop_segment_prob=1.0), resolution=3.0)
+    assert len(c.protein) < len(a.protein)
+    for key in ("rotation", "b_global", "local_b", "noise_level", "masked"):
+        assert a.params[key] == c.params[key], key
+
+
 def test_ca_on_high_density_after_rotation(chain_b):
     sim = simulate_map(chain_b, np.random.default_rng(0), QUIET, resolution=2.5)
     p = sim.protein
