@@ -89,6 +89,13 @@ class GNNConfig:
     loss_full_atom: float = 1.0
     loss_confidence: float = 0.1
     loss_clamp: float = 10.0
+    # Sequence attention as a pointer (sequence_attention.py): the first
+    # seq_position_heads heads of every layer are trained (cross-entropy, averaged over
+    # layers, weight loss_seq_position) to attend to the node's own residue in the
+    # sequence. Without it the network used the sequence only for its composition: a
+    # shuffled sequence gave the same residue types (EMD-2566 40.8 %, none 36.4 %).
+    seq_position_heads: int = 2
+    loss_seq_position: float = 0.5
 
 
 @dataclass

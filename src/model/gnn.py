@@ -59,23 +59,25 @@ class GNNLayer(nn.Module):
         self.k = cfg.k_neighbours
         self.cryoem = CryoEMAttention(c, cfg.heads, cfg.cube_size, cfg.cube_spacing,
                                       cfg.rect_length, cfg.rect_width, tuple(cfg.cube_channels))
-        self.sequence = SequenceAttention(c, cfg.seq_embed_dim, cfg.heads)
+        self.sequence = SequenceAttention(c, cfg.seq_embed_dim, cfg.heads,
+                                          cfg.seq_position_heads)
         self.ipa = SpatialIPA(c, cfg.heads, cfg.ipa_query_points, cfg.ipa_value_points)
         self.transition = Transition(c, cfg.transition_factor)
         self.frame = BackboneFrameUpdate(c)
 
     def forward(self, s: torch.Tensor, rot: torch.Tensor, trans: torch.Tensor, density,
                 seq: torch.Tensor | None, seq_mask: torch.Tensor | None):
-        """s [N, C], rot [N, 3, 3], trans [N, 3] -> (s, rot, trans, edge_index [N, k])."""
+        """s [N, C], rot [N, 3, 3], trans [N, 3] -> (s, rot, trans, edge_index [N, k],
+        sequence position log-probabilities [N, L] or None)."""
         edge_index, edge_dist = knn(trans, self.k)  # [N, k] each
         if edge_index.shape[1] > 0:
             s = self.cryoem(s, rot, trans, edge_index, edge_dist, density)
-        s = self.sequence(s, seq, seq_mask)
+        s, seq_position = self.sequence(s, seq, seq_mask)
         if edge_index.shape[1] > 0:
             s = self.ipa(s, rot, trans, edge_index)
         s = self.transition(s)
         rot, trans = self.frame(s, rot, trans)
-        return s, rot, trans, edge_index
+        return s, rot, trans, edge_index, seq_position
 
 
 def initial_rotations(n: int, seed: int) -> np.ndarray:
@@ -149,7 +151,8 @@ class GNN(nn.Module):
         / ``next_logits`` [N, k], ``confidence_logits`` [N, B], ``confidence`` [N]
         (0..100), and ``layers``: one dict per layer with the per-layer subset
         (rotations, translations, aa_logits, torsions, torsions_unnorm, edge_index,
-        edge_logits, next_logits).
+        edge_logits, next_logits, and ``seq_position`` [N, L]: log-probabilities of each
+        node's place in the concatenated sequences, or None).
         """
         n = node_ca.shape[0]
         c = self.cfg.hidden
@@ -166,14 +169,15 @@ class GNN(nn.Module):
         layers = []
         for layer in self.layers:
             # As in AF2, rotations carry no gradient from one layer to the next.
-            s, rot, trans, edge_index = layer(s, rot.detach(), trans, density, seq_embedding,
-                                              seq_mask)
+            s, rot, trans, edge_index, seq_position = layer(
+                s, rot.detach(), trans, density, seq_embedding, seq_mask)
             tor, tor_raw = self.torsion_head(s)
             edge_logits, next_logits = self.edge_head(s, rot, trans, edge_index)
             layers.append({
                 "rotations": rot, "translations": trans, "aa_logits": self.aa_head(s).float(),
                 "torsions": tor, "torsions_unnorm": tor_raw, "edge_index": edge_index,
                 "edge_logits": edge_logits, "next_logits": next_logits,
+                "seq_position": seq_position,
             })
         conf_logits = self.confidence_head(s)  # [N, B]
         out = dict(layers[-1])
@@ -414,7 +418,9 @@ def gnn_loss(outputs: dict, targets: dict, cfg: GNNConfig) -> tuple[torch.Tensor
     (``backbone``), residue-type cross-entropy (``aa``), torsion MSE on (sin, cos) for
     the true residue type with pi-periodic alternatives (``torsion``) plus AF2's
     angle-norm penalty (``torsion_norm``), edge BCE (``edge``: neighbour is the previous
-    or next residue; ``next``: neighbour is the next residue). Last layer: all-atom
+    or next residue; ``next``: neighbour is the next residue), and the sequence pointer's
+    cross-entropy against each node's position in the sequences (``seq_position``, when
+    ``targets`` has it). Last layer: all-atom
     per-residue RMSD with symmetric-atom renaming (``full_atom``) and confidence
     cross-entropy against the binned actual CA error, stop-gradient (``confidence``).
     Distances are clamped at ``cfg.loss_clamp``. Nodes with ``residue_mask`` False (no
@@ -441,8 +447,10 @@ def gnn_loss(outputs: dict, targets: dict, cfg: GNNConfig) -> tuple[torch.Tensor
     tor_alt = geo.torsion_alternatives(tor_t, aat)
     tmask = tmask & known[:, None]
 
+    seq_pos = targets.get("seq_position")  # [N] index into the sequences, -1 = none
     per_layer: dict[str, list[torch.Tensor]] = {
-        k: [] for k in ("ca", "backbone", "aa", "torsion", "torsion_norm", "edge", "next")}
+        k: [] for k in ("ca", "backbone", "aa", "torsion", "torsion_norm", "edge", "next",
+                        "seq_position")}
     for lo in outputs["layers"]:
         rot, trans = lo["rotations"], lo["translations"]
         ca_err = _safe_norm(trans - pos_t[:, rc.CA_IDX])  # [N]
@@ -471,6 +479,7 @@ def gnn_loss(outputs: dict, targets: dict, cfg: GNNConfig) -> tuple[torch.Tensor
             zero = trans.sum() * 0.0
             per_layer["edge"].append(zero)
             per_layer["next"].append(zero)
+        per_layer["seq_position"].append(_position_nll(lo.get("seq_position"), seq_pos, trans))
     terms = {k: torch.stack(v).mean() for k, v in per_layer.items()}
 
     # Last layer: full atom from predicted frames + torsions of the true residue type.
@@ -498,7 +507,7 @@ def gnn_loss(outputs: dict, targets: dict, cfg: GNNConfig) -> tuple[torch.Tensor
         "ca": cfg.loss_ca, "backbone": cfg.loss_backbone, "aa": cfg.loss_aa,
         "torsion": cfg.loss_torsion, "torsion_norm": cfg.loss_torsion_norm,
         "edge": cfg.loss_edge, "next": cfg.loss_edge, "full_atom": cfg.loss_full_atom,
-        "confidence": cfg.loss_confidence,
+        "confidence": cfg.loss_confidence, "seq_position": cfg.loss_seq_position,
     }
     total = sum(weights[k] * terms[k] for k in weights)
     out_terms = {k: v.detach() for k, v in terms.items()}
@@ -507,4 +516,21 @@ def gnn_loss(outputs: dict, targets: dict, cfg: GNNConfig) -> tuple[torch.Tensor
         out_terms["ca_rmsd"] = torch.sqrt(_masked_mean(err ** 2, ca_ok))
         acc = (last["aa_logits"].argmax(-1) == aatype).float()
         out_terms["aa_accuracy"] = _masked_mean(acc, known)
+        if last.get("seq_position") is not None and seq_pos is not None:
+            has = seq_pos >= 0
+            hit = (last["seq_position"].argmax(-1) == seq_pos).float()
+            out_terms["seq_position_accuracy"] = _masked_mean(hit, has)
     return total, out_terms
+
+
+def _position_nll(logp: torch.Tensor | None, target: torch.Tensor | None,
+                  like: torch.Tensor) -> torch.Tensor:
+    """Mean -log p(true position) over nodes with one; logp [N, L], target [N] (-1 = none).
+    Zero (keeping the graph) when there is no sequence or no target."""
+    if logp is None or target is None:
+        return like.sum() * 0.0
+    has = (target >= 0) & (target < logp.shape[1])
+    if not bool(has.any()):
+        return like.sum() * 0.0
+    picked = logp[has].gather(1, target[has].long()[:, None])[:, 0]  # [M]
+    return -picked.float().mean()

@@ -46,7 +46,7 @@ def example_tensors(ex: GNNExample, device=None) -> tuple[dict, dict]:
     ``inputs``: ``node_ca`` [M, 3], ``density`` (:class:`DensityGrid`),
     ``init_rotations`` [M, 3, 3]. ``targets``: the dict :func:`..model.gnn.gnn_loss`
     reads (``atom_positions``, ``atom_mask``, ``aatype``, ``residue_mask``,
-    ``prev_node``, ``next_node``, ``torsions``, ``torsion_mask``).
+    ``prev_node``, ``next_node``, ``torsions``, ``torsion_mask``, ``seq_position``).
     """
     def t(x, dtype=None):
         return torch.as_tensor(np.asarray(x), dtype=dtype, device=device)
@@ -65,6 +65,7 @@ def example_tensors(ex: GNNExample, device=None) -> tuple[dict, dict]:
         "next_node": t(ex.next_node, torch.long),
         "torsions": t(ex.torsions, torch.float32),
         "torsion_mask": t(ex.torsion_mask, torch.bool),
+        "seq_position": t(ex.seq_position, torch.long),
     }
     return inputs, targets
 

@@ -23,6 +23,8 @@ Metrics (pooled over the nodes of all examples; "true nodes" have a target resid
 * ``confidence_corr``: Pearson correlation of the confidence (0..100) with minus the CA
   error over true nodes (positive = confident nodes are accurate); ``fp_confidence`` /
   ``true_confidence``: mean confidence of false-positive and true nodes;
+* ``seq_position_accuracy``: of true nodes given their sequence, the share whose
+  sequence pointer (``GNNConfig.seq_position_heads``) peaks at their own residue;
 * ``loss``: mean :func:`..model.gnn.gnn_loss` total.
 
 ``score`` (higher is better; it picks ``best.pt``) =
@@ -115,6 +117,10 @@ def example_metrics(out: dict, ex: GNNExample) -> dict[str, np.ndarray]:
     nb = is_nb.bool()
     direction_ok = (out["next_logits"].float() > 0) == is_next.bool()
     conf = out["confidence"].float()
+    pos_t = tg["seq_position"]
+    has_pos = pos_t >= 0
+    pos_ok = (out["seq_position"].argmax(-1)[has_pos] == pos_t[has_pos]
+              if out.get("seq_position") is not None else torch.zeros(0, dtype=torch.bool))
     return {
         "ca_sq": (ca_err[true] ** 2).numpy(),
         "ca_err": ca_err[true].numpy(),
@@ -131,6 +137,7 @@ def example_metrics(out: dict, ex: GNNExample) -> dict[str, np.ndarray]:
         "dir_ok": direction_ok[nb].numpy(),
         "conf_true": conf[true].numpy(),
         "conf_fp": conf[~true].numpy(),
+        "pos_ok": pos_ok.numpy(),
     }
 
 
@@ -163,6 +170,7 @@ def summarise(parts: list[dict[str, np.ndarray]], losses: list[float]) -> dict:
         "chi1_mae_deg": math.degrees(_mean(cat["chi1_err"])) if len(cat["chi1_err"]) else None,
         "edge_precision": prec, "edge_recall": rec, "edge_f1": f1,
         "direction_accuracy": _mean(cat["dir_ok"].astype(np.float64)),
+        "seq_position_accuracy": _mean(cat["pos_ok"].astype(np.float64)),
         "confidence_corr": corr,
         "true_confidence": _mean(cat["conf_true"]),
         "fp_confidence": _mean(cat["conf_fp"]),

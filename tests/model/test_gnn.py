@@ -191,6 +191,53 @@ def test_sequence_attention_path(small):
     assert m.embed_sequences(None) == (None, None)
 
 
+def test_sequence_pointer_is_a_distribution_and_learns_positions(small):
+    """The pointer heads give log-probabilities over the unmasked sequence positions, and
+    training on the position loss alone teaches them where each node sits in the sequence."""
+    n = len(small["nodes"])
+    seq = small["sequence"]
+    assert len(seq) == n  # the 30 residues, in order
+    r0 = torch.tensor(initial_rotations(n, 0))
+    m = _model(5)
+    emb, mask = m.embed_sequences([seq, "MKV"])
+    mask[-3:] = False  # the second sequence masked out
+    with torch.no_grad():
+        o = m(small["nodes"], small["density"], emb, mask, r0)
+    for lo in o["layers"]:
+        lp = lo["seq_position"]  # [N, L]
+        assert lp.shape == (n, n + 3)
+        assert torch.isneginf(lp[:, -3:]).all()
+        assert torch.allclose(lp[:, :-3].exp().sum(-1), torch.ones(n), atol=1e-5)
+    off = _model(5, dataclasses.replace(TINY, seq_position_heads=0))
+    with torch.no_grad():
+        assert off(small["nodes"], small["density"], emb, mask, r0)["seq_position"] is None
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(TINY, loss_ca=0.0, loss_backbone=0.0, loss_aa=0.0, loss_torsion=0.0,
+                              loss_torsion_norm=0.0, loss_edge=0.0, loss_full_atom=0.0,
+                              loss_confidence=0.0, loss_seq_position=1.0)
+    m = GNN(cfg)
+    tg = targets_from_protein(small["protein"])
+    tg["seq_position"] = torch.arange(n)
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    nll, acc = [], []
+    for _ in range(40):
+        emb, mask = m.embed_sequences([seq])
+        total, terms = gnn_loss(m(small["nodes"], small["density"], emb, mask, r0), tg, cfg)
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        nll.append(terms["seq_position"].item())
+        acc.append(terms["seq_position_accuracy"].item())
+    print(f"pointer: nll {nll[0]:.2f} -> {nll[-1]:.2f}, top-1 {acc[0]:.2f} -> {acc[-1]:.2f}")
+    assert nll[0] > 0.9 * np.log(n)  # starts near uniform over 30 positions
+    assert np.mean(nll[-5:]) < 0.5 * nll[0]
+    assert np.mean(acc[-5:]) > 0.3  # chance is 1/30
+    # no sequence (or no targets): the term is zero and keeps the graph
+    total, terms = gnn_loss(m(small["nodes"], small["density"], None, None, r0), tg, cfg)
+    assert terms["seq_position"].item() == 0.0 and "seq_position_accuracy" not in terms
+
+
 def test_loss_terms_and_false_positive_nodes(small):
     m = _model(3, randomise=False)
     p = small["protein"]
@@ -211,7 +258,7 @@ def test_loss_terms_and_false_positive_nodes(small):
     total, terms = gnn_loss(o, tg2, TINY)
     assert torch.isfinite(total)
     want = {"ca", "backbone", "aa", "torsion", "torsion_norm", "edge", "next", "full_atom",
-            "confidence", "ca_rmsd", "aa_accuracy"}
+            "confidence", "ca_rmsd", "aa_accuracy", "seq_position"}
     assert want <= set(terms)
     assert 0.4 < terms["ca_rmsd"] < 2.0  # noisy start, untrained (identity) network
     total.backward()

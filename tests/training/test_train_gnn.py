@@ -102,7 +102,16 @@ def perfect_outputs(ex, k=8):
         "torsions": torch.from_numpy(ex.torsions)[:, None].expand(n, 20, 7, 2),
         "edge_index": e_idx, "edge_logits": nb * 20 - 10, "next_logits": nxt * 20 - 10,
         "confidence": torch.full((n,), 90.0) + torch.rand(n),
+        "seq_position": _pointer(ex.seq_position, sum(len(q) for q in ex.sequences)),
     }
+
+
+def _pointer(position: np.ndarray, length: int) -> torch.Tensor:
+    """Log-probabilities [M, L] peaked at ``position`` (uniform where it is -1)."""
+    logits = torch.zeros(len(position), length)
+    has = np.nonzero(position >= 0)[0]
+    logits[has, position[has]] = 20.0
+    return torch.log_softmax(logits, dim=-1)
 
 
 def test_metrics_of_a_perfect_and_a_poor_prediction():
@@ -110,11 +119,12 @@ def test_metrics_of_a_perfect_and_a_poor_prediction():
     cfg = tiny_config()
     cfg.simulation = dataclasses.replace(cfg.simulation, drop_chain_prob=0.0,
                                          drop_segment_prob=0.0)
-    ex = make_example(protein, np.random.default_rng(2), cfg, GNNDataConfig(crop_nodes=60),
-                      mode="noise")
+    ex = make_example(protein, np.random.default_rng(2), cfg,
+                      GNNDataConfig(crop_nodes=60, no_sequence_prob=0.0), mode="noise")
     out = perfect_outputs(ex)
     m = summarise([example_metrics(out, ex)], [0.0])
     assert m["ca_rmsd"] < 1e-3 and m["aa_accuracy"] == 1.0 and m["edge_f1"] == 1.0
+    assert m["seq_position_accuracy"] == 1.0
     assert m["backbone_rmsd"] < 0.1 and m["full_atom_rmsd"] < 0.4
     assert m["torsion_mae_deg"] < 0.5 and m["direction_accuracy"] == 1.0
     assert m["input_ca_rmsd"] == pytest.approx(1.0, abs=0.25)
@@ -127,13 +137,15 @@ def test_metrics_of_a_perfect_and_a_poor_prediction():
     bad["aa_logits"] = out["aa_logits"].roll(1, dims=1)
     bad["edge_logits"] = torch.full_like(out["edge_logits"], -5.0)
     bad["confidence"] = 40 * shift.norm(dim=-1)  # most confident where most wrong
+    bad["seq_position"] = out["seq_position"].roll(1, dims=1)
     mb = summarise([example_metrics(bad, ex)], [0.0])
     assert mb["ca_rmsd"] > 0.8 and mb["aa_accuracy"] == 0.0 and mb["edge_f1"] == 0.0
+    assert mb["seq_position_accuracy"] == 0.0
     assert mb["confidence_corr"] == pytest.approx(-1.0, abs=1e-3)
     assert mb["score"] < m["score"] - 1
 
 
-def test_validation_best_and_export_loadable(tmp_path):
+def test_validation_best_and_export_loadable(tmp_path, capsys):
     run = tmp_path / "run"
     t = trainer(run)
     val = GNNValidator(t.cfg, t.dcfg, n_maps=2, names=VAL)
@@ -168,6 +180,20 @@ def test_validation_best_and_export_loadable(tmp_path):
             assert torch.equal(got, v)  # kept fp32 exactly
         else:
             torch.testing.assert_close(got, v.float(), rtol=1e-3, atol=1e-3)
+
+    # --score: the exported file on the run's validation set; no training, nothing recorded
+    assert not (run / "commands.txt").exists()
+    args = make_parser(["train-gnn"]).parse_args(
+        ["train-gnn", "--run-dir", str(run), "--score", str(out), "--val-maps", "1",
+         "--cnn-nodes-prob", "0", "--threads", "1"])
+    assert train_gnn.main(args) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith('{"weights"')]
+    assert len(lines) == 1
+    scored = json.loads(lines[0])
+    assert scored["weights"] == str(out) and np.isfinite(scored["score"])
+    assert 0.0 <= scored["aa_accuracy"] <= 1.0
+    assert not (run / "commands.txt").exists()
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 3
 
 
 def test_cli_arguments_registered():
