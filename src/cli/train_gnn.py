@@ -49,7 +49,12 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--cnn-like-prob", type=float, default=None,
                    help="share of examples with simulated misses and false positives")
     add_schedule_args(parser, val_maps=6, val_help="simulated validation examples")
-    add_export_args(parser)
+    g = add_export_args(parser)
+    g.add_argument("--score", type=Path, nargs="+", default=None, metavar="WEIGHTS",
+                   help="score exported weight files on the validation set this run "
+                        "validates on now (give the run's --val-maps and --cnn-nodes-prob), "
+                        "print one JSON line each, and stop: how shipped weights are compared "
+                        "with a run's best after the validation maps changed")
 
 
 def _load_cnn(args, prob_requested: float | None):
@@ -105,9 +110,13 @@ def main(args: argparse.Namespace) -> int:
         overrides["crop_nodes"] = args.crop_nodes
     if args.cnn_like_prob is not None:
         overrides["cnn_like_prob"] = args.cnn_like_prob
-    trainer = open_run(args, lambda: GNNTrainer(args.run_dir, cfg, GNNDataConfig(),
-                                                data_root=args.data_root, cnn=cnn,
-                                                data_overrides=overrides))
+    def make():
+        return GNNTrainer(args.run_dir, cfg, GNNDataConfig(), data_root=args.data_root,
+                          cnn=cnn, data_overrides=overrides)
+
+    if args.score:
+        return score(args, make(), cnn)
+    trainer = open_run(args, make)
     print(f"train-gnn: {trainer.num_parameters / 1e6:.2f}M parameters, hidden "
           f"{trainer.cfg.gnn.hidden}, {trainer.cfg.gnn.num_layers} layers, data "
           f"{json.dumps(trainer.dcfg.__dict__)}")
@@ -115,6 +124,28 @@ def main(args: argparse.Namespace) -> int:
                              data_root=args.data_root, cnn=cnn)
     limit = args.minutes * 60 if args.minutes else None
     trainer.train(args.steps, validate=validator, time_limit_s=limit)
+    return 0
+
+
+def score(args: argparse.Namespace, trainer, cnn) -> int:
+    """Validation metrics of each ``--score`` weight file (the run's validation set)."""
+    import dataclasses
+
+    import torch
+
+    from ..errors import ModelAngeloError
+    from ..model.loading import load_gnn
+    from ..training.validate_gnn import GNNValidator
+
+    validator = GNNValidator(trainer.cfg, trainer.dcfg, n_maps=args.val_maps,
+                             data_root=args.data_root, cnn=cnn)
+    for path in args.score:
+        loaded = load_gnn(torch.device("cpu"), path)
+        if loaded is None:
+            raise ModelAngeloError(f"no weight file at {path}")
+        model, gnn_cfg = loaded
+        metrics = validator(model, dataclasses.replace(trainer.cfg, gnn=gnn_cfg))
+        print(json.dumps({"weights": str(path), **metrics}), flush=True)
     return 0
 
 
