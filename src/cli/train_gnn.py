@@ -110,13 +110,11 @@ def main(args: argparse.Namespace) -> int:
         overrides["crop_nodes"] = args.crop_nodes
     if args.cnn_like_prob is not None:
         overrides["cnn_like_prob"] = args.cnn_like_prob
-    def make():
-        return GNNTrainer(args.run_dir, cfg, GNNDataConfig(), data_root=args.data_root,
-                          cnn=cnn, data_overrides=overrides)
-
     if args.score:
-        return score(args, make(), cnn)
-    trainer = open_run(args, make)
+        return score(args, cfg, overrides, cnn)
+    trainer = open_run(args, lambda: GNNTrainer(args.run_dir, cfg, GNNDataConfig(),
+                                                data_root=args.data_root, cnn=cnn,
+                                                data_overrides=overrides))
     print(f"train-gnn: {trainer.num_parameters / 1e6:.2f}M parameters, hidden "
           f"{trainer.cfg.gnn.hidden}, {trainer.cfg.gnn.num_layers} layers, data "
           f"{json.dumps(trainer.dcfg.__dict__)}")
@@ -127,24 +125,30 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def score(args: argparse.Namespace, trainer, cnn) -> int:
-    """Validation metrics of each ``--score`` weight file (the run's validation set)."""
+def score(args: argparse.Namespace, cfg, overrides: dict, cnn) -> int:
+    """Validation metrics of each ``--score`` weight file on the run's validation set
+    (the run's configs are read from its checkpoint; the run folder is left as it is)."""
     import dataclasses
 
     import torch
 
     from ..errors import ModelAngeloError
     from ..model.loading import load_gnn
+    from ..training.gnn_data import GNNDataConfig
+    from ..training.train_gnn import run_data_config
+    from ..training.trainer import load_checkpoint, run_config
     from ..training.validate_gnn import GNNValidator
 
-    validator = GNNValidator(trainer.cfg, trainer.dcfg, n_maps=args.val_maps,
-                             data_root=args.data_root, cnn=cnn)
+    ckpt = load_checkpoint(args.run_dir)
+    cfg = run_config(ckpt, cfg)
+    validator = GNNValidator(cfg, run_data_config(ckpt, GNNDataConfig(), overrides),
+                             n_maps=args.val_maps, data_root=args.data_root, cnn=cnn)
     for path in args.score:
         loaded = load_gnn(torch.device("cpu"), path)
         if loaded is None:
             raise ModelAngeloError(f"no weight file at {path}")
         model, gnn_cfg = loaded
-        metrics = validator(model, dataclasses.replace(trainer.cfg, gnn=gnn_cfg))
+        metrics = validator(model, dataclasses.replace(cfg, gnn=gnn_cfg))
         print(json.dumps({"weights": str(path), **metrics}), flush=True)
     return 0
 

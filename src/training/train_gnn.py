@@ -85,6 +85,15 @@ def learning_rate(step: int, base: float) -> float:
     return base * min(1.0, (step + 1) / WARMUP_STEPS)
 
 
+def run_data_config(ckpt: dict | None, dcfg: GNNDataConfig,
+                    overrides: dict | None = None) -> GNNDataConfig:
+    """A run's data config: a resumed run's from its checkpoint (a new run's ``dcfg``),
+    then ``overrides`` (:class:`GNNDataConfig` fields that may change between runs)."""
+    if ckpt is not None:
+        dcfg = section_from_dict(GNNDataConfig, ckpt.get("data_config", {}))
+    return dataclasses.replace(dcfg, **overrides) if overrides else dcfg
+
+
 class GNNTrainer(BaseTrainer):
     """Resumable training of :class:`..model.gnn.GNN` (see the module docstring).
 
@@ -107,12 +116,8 @@ class GNNTrainer(BaseTrainer):
     def _configure(self, ckpt: dict | None) -> None:
         """Data config and skip count (a resumed run's from its checkpoint), then
         ``data_overrides``."""
-        self.skipped = 0
-        if ckpt is not None:
-            self.dcfg = section_from_dict(GNNDataConfig, ckpt.get("data_config", {}))
-            self.skipped = int(ckpt.get("skipped", 0))
-        if self.data_overrides:
-            self.dcfg = dataclasses.replace(self.dcfg, **self.data_overrides)
+        self.skipped = int(ckpt.get("skipped", 0)) if ckpt is not None else 0
+        self.dcfg = run_data_config(ckpt, self.dcfg, self.data_overrides)
         if self.cnn is None and self.dcfg.cnn_nodes_prob > 0:
             raise ValueError("cnn_nodes_prob > 0 needs a CNN")
 

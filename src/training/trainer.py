@@ -42,6 +42,22 @@ from .common import ProteinCache, save_atomic
 LOG_EVERY = 10  # steps per log line
 
 
+def load_checkpoint(run_dir: Path) -> dict | None:
+    """``run_dir/checkpoint.pt`` (None for a new run)."""
+    path = Path(run_dir) / "checkpoint.pt"
+    return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
+
+
+def run_config(ckpt: dict | None, cfg: Config) -> Config:
+    """A run's config: a resumed run's from its checkpoint with ``cfg.train`` (training-loop
+    settings may change between runs), a new run's ``cfg``."""
+    if ckpt is None:
+        return cfg
+    resumed = Config.from_dict(ckpt["config"])
+    resumed.train = cfg.train
+    return resumed
+
+
 class BaseTrainer:
     """Resumable training in a run folder (see the module docstring).
 
@@ -64,13 +80,8 @@ class BaseTrainer:
         self.log = log
         self.data_root = data_root
         ckpt_path = self.run_dir / "checkpoint.pt"
-        ckpt = None
-        if ckpt_path.exists():
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-            self.cfg = Config.from_dict(ckpt["config"])
-            self.cfg.train = cfg.train  # training-loop settings may change between runs
-        else:
-            self.cfg = cfg
+        ckpt = load_checkpoint(self.run_dir)
+        self.cfg = run_config(ckpt, cfg)
         self._configure(ckpt)
         torch.manual_seed(self.cfg.train.seed)
         self.model = self._build_model()

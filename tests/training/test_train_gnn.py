@@ -181,8 +181,12 @@ def test_validation_best_and_export_loadable(tmp_path, capsys):
         else:
             torch.testing.assert_close(got, v.float(), rtol=1e-3, atol=1e-3)
 
-    # --score: the exported file on the run's validation set; no training, nothing recorded
+    # --score: the exported file on the run's validation set; no training, nothing recorded,
+    # the run's log untouched (a training job may be appending to it meanwhile)
     assert not (run / "commands.txt").exists()
+    with open(run / "log.jsonl", "a") as fh:  # a step the running job logged after its checkpoint
+        fh.write(json.dumps({"step": 4, "loss": 1.0}) + "\n")
+    log_before = (run / "log.jsonl").read_text()
     args = make_parser(["train-gnn"]).parse_args(
         ["train-gnn", "--run-dir", str(run), "--score", str(out), "--val-maps", "1",
          "--cnn-nodes-prob", "0", "--threads", "1"])
@@ -193,6 +197,7 @@ def test_validation_best_and_export_loadable(tmp_path, capsys):
     assert scored["weights"] == str(out) and np.isfinite(scored["score"])
     assert 0.0 <= scored["aa_accuracy"] <= 1.0
     assert not (run / "commands.txt").exists()
+    assert (run / "log.jsonl").read_text() == log_before
     assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 3
 
 
