@@ -43,7 +43,11 @@ def main(args: argparse.Namespace) -> int:
     from ..training.validate_cnn import CNNValidator
 
     cfg = config_with_schedule(args)
-    trainer = open_run(args, lambda: Trainer(args.run_dir, cfg, data_root=args.data_root))
+    from ..pipeline import resolve_device
+
+    device = resolve_device(args.device)
+    trainer = open_run(args, lambda: Trainer(args.run_dir, cfg, data_root=args.data_root,
+                                             device=device))
     validator = CNNValidator(trainer.cfg, n_maps=args.val_maps, data_root=args.data_root)
     trainer.train(args.steps, validate=validator)
     return 0

@@ -12,6 +12,10 @@ def add_schedule_args(parser: argparse.ArgumentParser, *, val_maps: int, val_hel
     g.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints")
     g.add_argument("--val-maps", type=int, default=val_maps, help=val_help)
     g.add_argument("--lr", type=float, default=None, help="learning rate")
+    g.add_argument("--device", default="auto",
+                   help="where the network trains: auto (a CUDA GPU if torch sees one, else "
+                        "the CPU), cpu or cuda. Checkpoints hold CPU tensors, so a run can "
+                        "move between machines")
     g.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
                    help="bf16 autocast (auto: only where the CPU or GPU has native bf16; "
                         "emulated bf16 is many times slower than fp32)")

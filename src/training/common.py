@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -35,6 +36,7 @@ class ProteinCache:
         return self._cache[name]
 
 
+@functools.cache
 def native_bf16(device: torch.device | None = None) -> bool:
     """Whether bf16 autocast is fast here: a CUDA GPU that supports it, or a CPU with
     native bf16 instructions (AVX512-BF16 or AMX). Without them (e.g. an AVX2-only CPU)
@@ -54,11 +56,14 @@ def native_bf16(device: torch.device | None = None) -> bool:
 def config_with_schedule(args):
     """Default :class:`Config` with the training schedule options of a ``train-*`` command
     (``args.validate_every``, ``checkpoint_every``, ``lr``, ``bf16``: ``auto`` = where
-    :func:`native_bf16`, ``on``, ``off``)."""
+    :func:`native_bf16` on ``args.device``, ``on``, ``off``)."""
     from ..config import Config
 
     cfg = Config()
-    cfg.train.bf16 = native_bf16() if args.bf16 == "auto" else args.bf16 == "on"
+    from ..pipeline import resolve_device
+
+    device = resolve_device(getattr(args, "device", "cpu"))
+    cfg.train.bf16 = native_bf16(device) if args.bf16 == "auto" else args.bf16 == "on"
     if args.validate_every:
         cfg.train.validate_every = args.validate_every
     if args.checkpoint_every:

@@ -240,11 +240,16 @@ def _false_positives(rng: np.random.Generator, n_fp: int, target: Protein,
 
 
 def cnn_peaks(cnn, grid: MapGrid, *, bf16: bool = True) -> np.ndarray:
-    """CA peaks [P, 3] of the CNN ``(model, CNNConfig)`` on a normalised map."""
+    """CA peaks [P, 3] of the CNN ``(model, CNNConfig)`` on a normalised map; ``bf16``
+    autocast only where the CNN's device has native bf16 (emulated bf16 is many times
+    slower, e.g. a GNN trained in bf16 on a GPU while examples are made on the CPU)."""
     from ..inference import pick_peaks, predict_ca
+    from .common import native_bf16
 
     model, cnn_cfg = cnn
-    pred = predict_ca(model, grid, cnn_cfg, device=torch.device("cpu"), bf16=bf16)
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    pred = predict_ca(model, grid, cnn_cfg, device=device, bf16=bf16 and native_bf16(device))
     return pick_peaks(pred, cnn_cfg)[0]
 
 

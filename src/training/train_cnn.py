@@ -125,7 +125,9 @@ class Trainer(BaseTrainer):
         tc = self.cfg.train
         names = [self.train_names[i] for i in self.rng.integers(len(self.train_names), size=tc.batch_size)]
         batch = make_batch([self.protein(n) for n in names], self.rng, self.cfg)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tc.bf16):
+        batch = CropBatch(*(x.to(self.device) for x in (batch.density, batch.target,
+                                                         batch.offset)))
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=tc.bf16):
             out = self.model(batch.density)
         loss, terms = cnn_loss(out, batch)
         self.opt.zero_grad(set_to_none=True)

@@ -1,7 +1,9 @@
 """Training the graph network on simulated maps, resumable, for hours on 2 CPU cores.
 
 Each step draws one structure from the training split and makes one example
-(:func:`.gnn_data.make_example`: a crop of up to ``crop_nodes`` residues, its simulated
+(:func:`draw_example`, a pure function of the step: its random generator is seeded with
+``(cfg.train.seed, step)``; ``data_workers`` processes make the next steps' examples
+ahead, :mod:`.prefetch`; :func:`.gnn_data.make_example`: a crop of up to ``crop_nodes`` residues, its simulated
 and normalised map, noisy or CNN-like or CNN-detected nodes with random initial
 frames, full chain sequences). The GNN runs with a random number of recycles
 (0..``GNNConfig.recycles``, gradient-free, then one pass with gradient, as AF2) under
@@ -18,12 +20,16 @@ the count of skipped steps), ``best.pt`` (best validation score so far, see
 :mod:`.validate_gnn`; with ``data_config``), ``log.jsonl`` (every 10 steps the means of
 the loss terms, ``elapsed_s`` and ``skipped``; each validation) and ``commands.txt``
 (written by the CLI). Re-running the same command resumes from ``checkpoint.pt`` with the
-same RNG state, so many short runs add up to one long one.
+same torch RNG state and the same per-step examples, so many short runs add up to one
+long one. (Until step 11,800 of the shipped run, examples came from one sequential
+numpy stream kept in the checkpoint; that state is still saved but no longer drawn
+from.)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,7 +39,9 @@ import torch
 from ..config import Config, section_from_dict
 from ..model.common import DensityGrid
 from ..model.gnn import GNN, gnn_loss
+from .common import ProteinCache
 from .gnn_data import GNNDataConfig, GNNExample, make_example
+from .prefetch import Prefetcher
 from .trainer import BaseTrainer
 
 WARMUP_STEPS = 200  # linear learning-rate warm-up
@@ -70,6 +78,41 @@ def example_tensors(ex: GNNExample, device=None) -> tuple[dict, dict]:
     return inputs, targets
 
 
+def draw_example(step: int, *, seed: int, names: list[str], protein: Callable, cfg: Config,
+                 dcfg: GNNDataConfig, cnn=None) -> tuple[GNNExample, int]:
+    """The example of training step ``step`` and its number of recycles: a structure
+    from ``names`` (loaded by ``protein(name)``), :func:`.gnn_data.make_example`, a
+    recycle count, all drawn from a generator seeded with ``(seed, step)``."""
+    rng = np.random.default_rng([seed, step])
+    name = names[int(rng.integers(len(names)))]
+    ex = make_example(protein(name), rng, cfg, dcfg, cnn=cnn)
+    ex.params["name"] = name
+    return ex, int(rng.integers(cfg.gnn.recycles + 1))
+
+
+_WORKER: dict = {}  # a data worker's state (set by _init_worker)
+
+
+def _init_worker(kwargs: dict, cnn_state, data_root) -> None:
+    """Set up a data worker: one torch thread, its own structure cache, the CNN rebuilt
+    from ``cnn_state`` ``(state_dict, CNNConfig)`` (None: no CNN-node examples)."""
+    torch.set_num_threads(1)
+    cnn = None
+    if cnn_state is not None:
+        from ..model.cnn import CAUNet
+
+        state_dict, cnn_cfg = cnn_state
+        model = CAUNet(cnn_cfg)
+        model.load_state_dict(state_dict)
+        cnn = (model.eval(), cnn_cfg)
+    _WORKER.clear()
+    _WORKER.update(kwargs, cnn=cnn, protein=ProteinCache(data_root))
+
+
+def _worker_example(step: int) -> tuple[GNNExample, int]:
+    return draw_example(step, **_WORKER)
+
+
 def run_model(model: GNN, ex: GNNExample, recycles: int, *, bf16: bool, device=None) -> dict:
     """The GNN's outputs on one example (``recycles`` gradient-free passes first)."""
     inputs, _ = example_tensors(ex, device)
@@ -100,18 +143,26 @@ class GNNTrainer(BaseTrainer):
     ``cfg`` and ``dcfg`` are used for a new run; a resumed run takes the network config
     and data config from its checkpoint, except ``cfg.train`` and any data settings in
     ``data_overrides`` (dict of :class:`GNNDataConfig` fields), which may change between
-    runs. ``cnn`` is ``(CAUNet, CNNConfig)`` for the CNN-node mode.
+    runs. ``cnn`` is ``(CAUNet, CNNConfig)`` on the CPU for the CNN-node mode (examples
+    are made on the CPU; the GNN trains on ``device``). ``data_workers``
+    processes make examples ahead (0: in this process; the same examples, see
+    :mod:`.prefetch`).
+    Call :meth:`close` when done to stop them.
     """
 
     keep_torch_rng = True  # GNN checkpoints hold torch's RNG state as well
 
     def __init__(self, run_dir: Path, cfg: Config, dcfg: GNNDataConfig | None = None, *,
                  data_root: Path | None = None, cnn=None, data_overrides: dict | None = None,
-                 train_names: list[str] | None = None, log: Callable[[str], None] = print):
+                 train_names: list[str] | None = None, log: Callable[[str], None] = print,
+                 data_workers: int = 0, device: torch.device | str = "cpu"):
         self.cnn = cnn
         self.dcfg = dcfg or GNNDataConfig()
         self.data_overrides = data_overrides or {}
-        super().__init__(run_dir, cfg, data_root=data_root, train_names=train_names, log=log)
+        self.data_workers = data_workers
+        self._examples: Prefetcher | None = None
+        super().__init__(run_dir, cfg, data_root=data_root, train_names=train_names, log=log,
+                         device=device)
 
     def _configure(self, ckpt: dict | None) -> None:
         """Data config and skip count (a resumed run's from its checkpoint), then
@@ -135,12 +186,27 @@ class GNNTrainer(BaseTrainer):
         return sum(p.numel() for p in self.model.parameters())
 
     def next_example(self) -> tuple[GNNExample, int]:
-        """The next training example and its number of recycles (advances the RNG)."""
-        name = self.train_names[int(self.rng.integers(len(self.train_names)))]
-        ex = make_example(self.protein(name), self.rng, self.cfg, self.dcfg, cnn=self.cnn)
-        ex.params["name"] = name
-        recycles = int(self.rng.integers(self.cfg.gnn.recycles + 1))
-        return ex, recycles
+        """The example of the next step (step ``self.step``) and its number of recycles."""
+        if self._examples is None:
+            kwargs = {"seed": self.cfg.train.seed, "names": list(self.train_names),
+                      "cfg": self.cfg, "dcfg": self.dcfg}
+            if self.data_workers == 0:
+                self._examples = Prefetcher(functools.partial(
+                    draw_example, protein=self.protein, cnn=self.cnn, **kwargs))
+            else:
+                cnn_state = None if self.cnn is None else (
+                    {k: v.detach().cpu() for k, v in self.cnn[0].state_dict().items()},
+                    self.cnn[1])
+                self._examples = Prefetcher(_worker_example, self.data_workers,
+                                            initializer=_init_worker,
+                                            initargs=(kwargs, cnn_state, self.data_root))
+        return self._examples.get(self.step)
+
+    def close(self) -> None:
+        """Stop the data workers (if any)."""
+        if self._examples is not None:
+            self._examples.close()
+            self._examples = None
 
     def train_step(self) -> dict | None:
         """One optimiser step; returns its loss terms (None when skipped)."""
@@ -151,8 +217,8 @@ class GNNTrainer(BaseTrainer):
             return None
         for group in self.opt.param_groups:
             group["lr"] = learning_rate(self.step, tc.lr)
-        out = run_model(self.model, ex, recycles, bf16=tc.bf16)
-        _, targets = example_tensors(ex)
+        out = run_model(self.model, ex, recycles, bf16=tc.bf16, device=self.device)
+        _, targets = example_tensors(ex, self.device)
         loss, terms = gnn_loss(out, targets, self.cfg.gnn)
         if not torch.isfinite(loss):
             self.skipped += 1

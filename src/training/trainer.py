@@ -42,6 +42,17 @@ from .common import ProteinCache, save_atomic
 LOG_EVERY = 10  # steps per log line
 
 
+def cpu_state(obj):
+    """``obj`` (a state dict, nested dicts/lists of tensors) with every tensor on the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: cpu_state(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(cpu_state(v) for v in obj)
+    return obj
+
+
 def load_checkpoint(run_dir: Path) -> dict | None:
     """``run_dir/checkpoint.pt`` (None for a new run)."""
     path = Path(run_dir) / "checkpoint.pt"
@@ -74,7 +85,9 @@ class BaseTrainer:
     keep_torch_rng = False  # whether checkpoint.pt holds torch's RNG state too
 
     def __init__(self, run_dir: Path, cfg: Config, *, data_root: Path | None = None,
-                 train_names: list[str] | None = None, log: Callable[[str], None] = print):
+                 train_names: list[str] | None = None, log: Callable[[str], None] = print,
+                 device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log = log
@@ -84,7 +97,7 @@ class BaseTrainer:
         self.cfg = run_config(ckpt, cfg)
         self._configure(ckpt)
         torch.manual_seed(self.cfg.train.seed)
-        self.model = self._build_model()
+        self.model = self._build_model().to(self.device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.train.lr,
                                      weight_decay=self.cfg.train.weight_decay)
         self.step = 0
@@ -138,8 +151,8 @@ class BaseTrainer:
     def checkpoint(self) -> None:
         """Write ``checkpoint.pt`` (keys in the module docstring)."""
         state = {
-            "model": self.model.state_dict(),
-            "opt": self.opt.state_dict(),
+            "model": cpu_state(self.model.state_dict()),
+            "opt": cpu_state(self.opt.state_dict()),
             "step": self.step,
             "best_score": self.best_score,
             "rng": self.rng.bit_generator.state,
@@ -214,7 +227,7 @@ class BaseTrainer:
         self.log(f"validation: {json.dumps(scores)}")
         if scores["score"] > self.best_score:
             self.best_score = float(scores["score"])
-            save_atomic({"model": self.model.state_dict(), "config": self.cfg.to_dict(),
+            save_atomic({"model": cpu_state(self.model.state_dict()), "config": self.cfg.to_dict(),
                          **self._best_extras(), "step": self.step, "validation": scores},
                         self.run_dir / "best.pt")
         self.checkpoint()

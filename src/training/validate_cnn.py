@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import torch
 
 from ..config import Config
 from ..evaluate import evaluate_points
@@ -53,7 +52,8 @@ class CNNValidator:
         self.maps = validation_maps(cfg, n_maps=n_maps, data_root=data_root)
 
     def __call__(self, model, cfg: Config) -> dict:
-        preds = [predict_ca(model, g, cfg.cnn, device=torch.device("cpu"), bf16=cfg.train.bf16)
+        device = next(model.parameters()).device
+        preds = [predict_ca(model, g, cfg.cnn, device=device, bf16=cfg.train.bf16)
                  for g, _, _ in self.maps]
         rows = []
         for md in MIN_DISTANCES:

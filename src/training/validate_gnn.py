@@ -49,6 +49,7 @@ from .gnn_data import GNNDataConfig, GNNExample, edge_targets, make_example
 from .simulate import load_training_protein
 from .splits import load_split
 from .train_gnn import example_tensors, run_model
+from .trainer import cpu_state
 
 VAL_RESOLUTIONS = (2.5, 3.0, 3.5, 4.0)
 SCORE_EDGE_WEIGHT = 0.25
@@ -195,11 +196,12 @@ class GNNValidator:
         was_training = model.training
         model.eval()
         parts, losses = [], []
+        device = next(model.parameters()).device
         for ex in self.examples:
-            out = run_model(model, ex, cfg.gnn.recycles, bf16=cfg.train.bf16)
-            _, targets = example_tensors(ex)
+            out = run_model(model, ex, cfg.gnn.recycles, bf16=cfg.train.bf16, device=device)
+            _, targets = example_tensors(ex, device)
             loss, _ = gnn_loss(out, targets, cfg.gnn)
             losses.append(float(loss))
-            parts.append(example_metrics(out, ex))
+            parts.append(example_metrics(cpu_state(out), ex))
         model.train(was_training)
         return summarise(parts, losses)

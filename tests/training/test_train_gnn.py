@@ -218,3 +218,44 @@ def test_cnn_nodes_without_weights_is_an_error(tmp_path):
                 "--cnn-weights", str(tmp_path / "missing.pt"), "--steps", "1", "--threads", "1"])
     assert rc_ == 2
     assert not (tmp_path / "r" / "checkpoint.pt").exists()
+
+
+def test_examples_depend_on_the_step_only_and_workers_make_the_same(tmp_path):
+    a = trainer(tmp_path / "a")
+    b = trainer(tmp_path / "b", data_workers=1)
+    try:
+        for step in (0, 1, 4):
+            a.step = b.step = step
+            (ea, ra), (eb, rb) = a.next_example(), b.next_example()
+            assert ea.params["name"] == eb.params["name"] and ra == rb
+            np.testing.assert_array_equal(ea.node_xyz, eb.node_xyz)
+            np.testing.assert_array_equal(ea.grid.data, eb.grid.data)
+        a.step = 1
+        assert not np.array_equal(a.next_example()[0].node_xyz, ea.node_xyz)
+    finally:
+        b.close()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--data-workers", "-1"], "--data-workers"),
+    (["--device", "tpu"], "unknown device"),
+] + ([] if torch.cuda.is_available() else [(["--device", "cuda"], "no CUDA GPU")]))
+def test_bad_run_options_are_clear_errors(tmp_path, capsys, extra, message):
+    from chimerax.modelangelo.cli import main
+
+    rc_ = main(["train-gnn", "--run-dir", str(tmp_path / "r"), "--steps", "1",
+                "--threads", "1", *extra])
+    assert rc_ == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "r" / "checkpoint.pt").exists()
+
+
+def test_checkpoints_hold_cpu_tensors_and_name_the_device(tmp_path):
+    t = trainer(tmp_path / "a", device="cpu")
+    assert t.device == torch.device("cpu")
+    assert next(t.model.parameters()).device == t.device
+    t.train(2)
+    ckpt = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
+    tensors = [v for v in ckpt["model"].values()]
+    tensors += [v for st in ckpt["opt"]["state"].values() for v in st.values()
+                if isinstance(v, torch.Tensor)]
+    assert tensors and all(v.device.type == "cpu" for v in tensors)
