@@ -38,7 +38,11 @@ def cube_offsets(cube_size: int, spacing: float, device=None,
 
 
 class CubeCNN(nn.Module):
-    """Small 3D CNN: [B, 1, c, c, c] -> [B, out_dim] (stride-2 downsampling, channels_last_3d)."""
+    """Small 3D CNN: [B, 1, c, c, c] -> [B, out_dim] (stride-2 downsampling).
+
+    Plain contiguous layout: on 2 CPU cores (350 cubes of 9^3, channels 16/32/64) a
+    forward pass took 26 ms against 37 ms in channels_last_3d, forward + backward 129 vs
+    139 ms (the U-Net, with its large volumes, is faster in channels_last_3d)."""
 
     def __init__(self, cube_size: int, channels: tuple[int, ...], out_dim: int):
         super().__init__()
@@ -51,11 +55,9 @@ class CubeCNN(nn.Module):
             c_in = c
         self.convs = nn.Sequential(*layers)
         self.fc = nn.Linear(c_in * size ** 3, out_dim)
-        self.to(memory_format=torch.channels_last_3d)
 
     def forward(self, cubes: torch.Tensor) -> torch.Tensor:  # [B, 1, c, c, c]
-        x = cubes.contiguous(memory_format=torch.channels_last_3d)
-        h = self.convs(x)  # [B, C, s, s, s]
+        h = self.convs(cubes.contiguous())  # [B, C, s, s, s]
         return self.fc(h.reshape(h.shape[0], -1))  # [B, out_dim]
 
 
