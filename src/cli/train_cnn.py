@@ -38,14 +38,13 @@ def main(args: argparse.Namespace) -> int:
         return export(args)
     if args.retune is not None:
         return retune(args)
+    from ..pipeline import resolve_device
     from ..training.common import config_with_schedule, open_run
     from ..training.train_cnn import Trainer
     from ..training.validate_cnn import CNNValidator
 
-    cfg = config_with_schedule(args)
-    from ..pipeline import resolve_device
-
     device = resolve_device(args.device)
+    cfg = config_with_schedule(args, device)
     trainer = open_run(args, lambda: Trainer(args.run_dir, cfg, data_root=args.data_root,
                                              device=device))
     validator = CNNValidator(trainer.cfg, n_maps=args.val_maps, data_root=args.data_root)

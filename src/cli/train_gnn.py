@@ -92,12 +92,14 @@ def main(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     if args.export is not None:
         return export(args)
+    from ..pipeline import resolve_device
     from ..training.common import config_with_schedule, open_run
     from ..training.gnn_data import GNNDataConfig
     from ..training.train_gnn import GNNTrainer
     from ..training.validate_gnn import GNNValidator
 
-    cfg = config_with_schedule(args)
+    device = resolve_device(args.device)  # an unknown or missing device: error before any work
+    cfg = config_with_schedule(args, device)
     resuming = (args.run_dir / "checkpoint.pt").exists()
     sizes = {"hidden": args.hidden, "num_layers": args.layers, "esm_layers": args.esm_layers,
              "seq_embed_dim": args.esm_dim, "esm_heads": args.esm_heads}
@@ -107,9 +109,6 @@ def main(args: argparse.Namespace) -> int:
     if cfg.gnn.seq_embed_dim % cfg.gnn.esm_heads:
         raise ModelAngeloError(f"--esm-dim {cfg.gnn.seq_embed_dim} is not a multiple of "
                                f"--esm-heads {cfg.gnn.esm_heads}")
-    from ..pipeline import resolve_device
-
-    resolve_device(args.device)  # an unknown or missing device is an error before any work
     if args.data_workers < 0:
         raise ModelAngeloError(f"--data-workers must be 0 or more, not {args.data_workers}")
     if resuming and any(v is not None for v in sizes.values()):
@@ -127,7 +126,7 @@ def main(args: argparse.Namespace) -> int:
                                                 data_root=args.data_root, cnn=cnn,
                                                 data_overrides=overrides,
                                                 data_workers=args.data_workers,
-                                                device=resolve_device(args.device)))
+                                                device=device))
     print(f"train-gnn: {trainer.num_parameters / 1e6:.2f}M parameters, hidden "
           f"{trainer.cfg.gnn.hidden}, {trainer.cfg.gnn.num_layers} layers, data "
           f"{json.dumps(trainer.dcfg.__dict__)}")

@@ -53,16 +53,13 @@ def native_bf16(device: torch.device | None = None) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def config_with_schedule(args):
+def config_with_schedule(args, device: torch.device):
     """Default :class:`Config` with the training schedule options of a ``train-*`` command
     (``args.validate_every``, ``checkpoint_every``, ``lr``, ``bf16``: ``auto`` = where
-    :func:`native_bf16` on ``args.device``, ``on``, ``off``)."""
+    :func:`native_bf16` on ``device``, the device the run trains on, ``on``, ``off``)."""
     from ..config import Config
 
     cfg = Config()
-    from ..pipeline import resolve_device
-
-    device = resolve_device(getattr(args, "device", "cpu"))
     cfg.train.bf16 = native_bf16(device) if args.bf16 == "auto" else args.bf16 == "on"
     if args.validate_every:
         cfg.train.validate_every = args.validate_every

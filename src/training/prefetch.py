@@ -40,7 +40,6 @@ class Prefetcher:
         if workers < 0:
             raise ValueError("workers must be >= 0")
         self.make = make
-        self.workers = workers
         self.ahead = ahead if ahead is not None else 2 * workers
         self._pool: cf.ProcessPoolExecutor | None = None
         self._pending: dict[int, cf.Future] = {}

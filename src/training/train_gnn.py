@@ -42,7 +42,7 @@ from ..model.gnn import GNN, gnn_loss
 from .common import ProteinCache
 from .gnn_data import GNNDataConfig, GNNExample, make_example
 from .prefetch import Prefetcher
-from .trainer import BaseTrainer
+from .trainer import BaseTrainer, cpu_state
 
 WARMUP_STEPS = 200  # linear learning-rate warm-up
 GRAD_CLIP = 1.0  # global gradient-norm clip
@@ -195,8 +195,7 @@ class GNNTrainer(BaseTrainer):
                     draw_example, protein=self.protein, cnn=self.cnn, **kwargs))
             else:
                 cnn_state = None if self.cnn is None else (
-                    {k: v.detach().cpu() for k, v in self.cnn[0].state_dict().items()},
-                    self.cnn[1])
+                    cpu_state(self.cnn[0].state_dict()), self.cnn[1])
                 self._examples = Prefetcher(_worker_example, self.data_workers,
                                             initializer=_init_worker,
                                             initargs=(kwargs, cnn_state, self.data_root))
