@@ -53,7 +53,7 @@ class CNNValidator:
 
     def __call__(self, model, cfg: Config) -> dict:
         device = next(model.parameters()).device
-        preds = [predict_ca(model, g, cfg.cnn, device=device, bf16=cfg.train.bf16)
+        preds = [predict_ca(model, g, cfg.cnn, device=device, bf16=False)  # fp32, as inference
                  for g, _, _ in self.maps]
         rows = []
         for md in MIN_DISTANCES:

@@ -5,6 +5,9 @@ of the ``val`` split, resolutions cycling through :data:`VAL_RESOLUTIONS`, node 
 cycling through ``noise``, ``cnn-like`` (misses and false positives) and, when a CNN is
 given, ``cnn`` (the CNN's own peaks); always with sequences. The model runs in eval mode
 with the examples' fixed initial frames and ``GNNConfig.recycles`` recycles.
+Examples and model run in fp32 whatever ``TrainConfig.bf16`` says (training may use bf16
+where the CPU or GPU has it natively): the figures then compare across machines and
+match inference, which runs in fp32.
 
 Metrics (pooled over the nodes of all examples; "true nodes" have a target residue):
 
@@ -36,6 +39,7 @@ untrained network scores about -0.15, one placing CAs to 0.5 A with 60% residue 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -61,6 +65,7 @@ def validation_examples(cfg: Config, dcfg: GNNDataConfig | None = None, n_maps: 
                         names: list[str] | None = None) -> list[GNNExample]:
     """Fixed validation examples (see the module docstring)."""
     dcfg = GNNDataConfig(**{**(dcfg or GNNDataConfig()).__dict__, "no_sequence_prob": 0.0})
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, bf16=False))  # fp32 peaks
     rng = np.random.default_rng(seed)
     names = names if names is not None else load_split("val")
     modes = ["noise", "cnn-like"] + (["cnn"] if cnn is not None else [])
@@ -198,7 +203,7 @@ class GNNValidator:
         parts, losses = [], []
         device = next(model.parameters()).device
         for ex in self.examples:
-            out = run_model(model, ex, cfg.gnn.recycles, bf16=cfg.train.bf16, device=device)
+            out = run_model(model, ex, cfg.gnn.recycles, bf16=False, device=device)
             _, targets = example_tensors(ex, device)
             loss, _ = gnn_loss(out, targets, cfg.gnn)
             losses.append(float(loss))

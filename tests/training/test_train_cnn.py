@@ -93,3 +93,16 @@ def test_train_resume_validate_export(tmp_path, monkeypatch):
     assert cnn_cfg2.peak_threshold == record2["validation"]["threshold"]
     assert cnn_cfg2.peak_min_distance == record2["validation"]["min_distance"]
     assert "re-tuned" in Path(out.with_suffix(".md")).read_text()
+
+
+def test_validation_runs_in_fp32_whatever_training_uses(tmp_path):
+    """bf16 autocast trains only where the CPU has it natively; validation (and the peak
+    settings tuned from it) must not change with the machine."""
+    import dataclasses
+
+    from chimerax.modelangelo.training.validate_cnn import CNNValidator
+
+    t = Trainer(tmp_path, tiny_config(), log=lambda s: None, train_names=TRAIN)
+    val = CNNValidator(t.cfg, n_maps=1)
+    bf16_cfg = dataclasses.replace(t.cfg, train=dataclasses.replace(t.cfg.train, bf16=True))
+    assert val(t.model, bf16_cfg) == val(t.model, t.cfg)

@@ -201,6 +201,17 @@ def test_validation_best_and_export_loadable(tmp_path, capsys):
     assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 3
 
 
+def test_validation_runs_in_fp32_whatever_training_uses(tmp_path):
+    """Validation figures must compare across machines (bf16 autocast is on only where
+    the CPU has it natively) and match inference, which runs in fp32."""
+    t = trainer(tmp_path)
+    val = GNNValidator(t.cfg, t.dcfg, n_maps=1, names=VAL)
+    fp32 = val(t.model, t.cfg)
+    bf16_cfg = dataclasses.replace(t.cfg, train=dataclasses.replace(t.cfg.train, bf16=True))
+    assert GNNValidator(bf16_cfg, t.dcfg, n_maps=1, names=VAL)(t.model, bf16_cfg) == fp32
+    assert val(t.model, bf16_cfg) == fp32
+
+
 def test_cli_arguments_registered():
     args = make_parser(["train-gnn"]).parse_args(
         ["train-gnn", "--run-dir", "x", "--steps", "7", "--cnn-nodes-prob", "0.3",
