@@ -197,6 +197,9 @@ class TrainConfig:
     checkpoint_every: int = 50  # steps
     validate_every: int = 500  # steps
     seed: int = 0
+    # > 0: keep an exponential moving average of the weights (decay per step); it is what
+    # validation scores, best.pt holds and --export ships (training.trainer)
+    ema_decay: float = 0.0
 
 
 @dataclass

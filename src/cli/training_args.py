@@ -12,6 +12,10 @@ def add_schedule_args(parser: argparse.ArgumentParser, *, val_maps: int, val_hel
     g.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints")
     g.add_argument("--val-maps", type=int, default=val_maps, help=val_help)
     g.add_argument("--lr", type=float, default=None, help="learning rate")
+    g.add_argument("--ema-decay", type=float, default=None,
+                   help="keep an exponential moving average of the weights with this decay "
+                        "per step (e.g. 0.999, about the last 1,000 steps; 0 = off, the "
+                        "default): validation scores it, and best.pt and --export hold it")
     g.add_argument("--device", default="auto",
                    help="where the network trains: auto (a CUDA GPU if torch sees one, else "
                         "the CPU), cpu or cuda. Checkpoints hold CPU tensors, so a run can "

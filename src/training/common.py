@@ -55,8 +55,9 @@ def native_bf16(device: torch.device | None = None) -> bool:
 
 def config_with_schedule(args, device: torch.device):
     """Default :class:`Config` with the training schedule options of a ``train-*`` command
-    (``args.validate_every``, ``checkpoint_every``, ``lr``, ``bf16``: ``auto`` = where
-    :func:`native_bf16` on ``device``, the device the run trains on, ``on``, ``off``)."""
+    (``args.validate_every``, ``checkpoint_every``, ``lr``, ``ema_decay``, ``bf16``:
+    ``auto`` = where :func:`native_bf16` on ``device``, the device the run trains on,
+    ``on``, ``off``)."""
     from ..config import Config
 
     cfg = Config()
@@ -67,6 +68,12 @@ def config_with_schedule(args, device: torch.device):
         cfg.train.checkpoint_every = args.checkpoint_every
     if args.lr:
         cfg.train.lr = args.lr
+    if args.ema_decay is not None:
+        if not 0.0 <= args.ema_decay < 1.0:
+            from ..errors import ModelAngeloError
+
+            raise ModelAngeloError(f"--ema-decay must be in [0, 1), not {args.ema_decay}")
+        cfg.train.ema_decay = args.ema_decay
     return cfg
 
 

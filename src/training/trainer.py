@@ -8,7 +8,8 @@ in a run folder:
   ends. Keys: ``model`` and ``opt`` (state dicts), ``step``, ``best_score``, ``rng`` (the
   numpy generator's state), ``torch_rng`` (torch's CPU RNG state; only for trainers with
   ``keep_torch_rng``), ``config`` (``Config.to_dict()``), ``elapsed`` (training seconds
-  over all runs), plus the trainer's own (:meth:`BaseTrainer._checkpoint_extras`).
+  over all runs), ``ema`` (only with ``TrainConfig.ema_decay``: the moving average of
+  the weights, a state dict), plus the trainer's own (:meth:`BaseTrainer._checkpoint_extras`).
 * ``best.pt``: the best validation so far: ``model``, ``config``, the trainer's own keys
   (:meth:`BaseTrainer._best_extras`), ``step`` and ``validation`` (the validator's scores,
   with ``score`` and ``step``).
@@ -17,6 +18,13 @@ in a run folder:
   Resuming drops the records of steps after the checkpoint (they are run again).
 * ``commands.txt``: the commands that (re)started the run (:func:`.common.record_command`,
   written by the ``train-*`` commands).
+
+**Weight averaging.** With ``TrainConfig.ema_decay`` = d > 0 the trainer keeps an
+exponential moving average of the weights (after each optimiser step ``ema = d * ema +
+(1 - d) * weights``, integer buffers copied), started from the current weights when a run
+(or a resumed run without one) turns it on. Validation scores the average, not the raw
+weights, and ``best.pt`` holds the average that scored: it is smoother than the weights
+of any one step (steps see one example each).
 
 A trainer made on a folder that holds ``checkpoint.pt`` resumes it: the network config,
 weights, optimiser, step, best score, RNG states and elapsed time come from the
@@ -104,6 +112,7 @@ class BaseTrainer:
         self.best_score = self.initial_best_score
         self.rng = np.random.default_rng(self.cfg.train.seed)
         self.elapsed = 0.0
+        self.ema: dict[str, torch.Tensor] | None = None  # weight average (ema_decay > 0)
         if ckpt is not None:
             self.model.load_state_dict(ckpt["model"])
             self.opt.load_state_dict(ckpt["opt"])
@@ -113,8 +122,13 @@ class BaseTrainer:
             if "torch_rng" in ckpt:
                 torch.set_rng_state(ckpt["torch_rng"])
             self.elapsed = float(ckpt.get("elapsed", 0.0))
+            if self.cfg.train.ema_decay > 0 and "ema" in ckpt:
+                self.ema = {k: v.to(self.device) for k, v in ckpt["ema"].items()}
             self._trim_log(self.step)
             self.log(f"resumed from {ckpt_path} at step {self.step}")
+        if self.cfg.train.ema_decay > 0 and self.ema is None:
+            self.ema = {k: v.detach().clone().float() if v.is_floating_point() else v.clone()
+                        for k, v in self.model.state_dict().items()}
         self.train_names = train_names if train_names is not None else _splits.load_split("train")
         self.protein = ProteinCache(self.data_root)
 
@@ -159,6 +173,8 @@ class BaseTrainer:
         }
         if self.keep_torch_rng:
             state["torch_rng"] = torch.get_rng_state()
+        if self.ema is not None:
+            state["ema"] = cpu_state(self.ema)
         state.update(config=self.cfg.to_dict(), elapsed=self.elapsed, **self._checkpoint_extras())
         save_atomic(state, self.run_dir / "checkpoint.pt")
 
@@ -204,6 +220,7 @@ class BaseTrainer:
             t_last = now
             if rec is not None:
                 window.append(rec)
+                self._update_ema()
             if self.step % LOG_EVERY == 0 and window:
                 line = self._log_line(window)
                 self._write_log(line)
@@ -216,18 +233,47 @@ class BaseTrainer:
                 t_last = time.time()  # validation time is not training time
         self.checkpoint()
 
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """One step of the weight average (module docstring); no-op when it is off."""
+        if self.ema is None:
+            return
+        d = self.cfg.train.ema_decay
+        for k, v in self.model.state_dict().items():
+            if v.is_floating_point():
+                self.ema[k].mul_(d).add_(v.detach().float(), alpha=1.0 - d)
+            else:
+                self.ema[k].copy_(v)
+
+    def validated_state(self) -> dict[str, torch.Tensor]:
+        """The weights validation scores and ``best.pt`` keeps: the average when
+        ``ema_decay`` is on, else the model's own (CPU tensors)."""
+        state = self.ema if self.ema is not None else self.model.state_dict()
+        return {k: v.detach().clone().cpu() for k, v in state.items()}
+
     def validate(self, validate) -> dict:
-        """Run ``validate(model, cfg) -> dict with 'score'`` (higher is better), log it,
-        keep the model in ``best.pt`` when it is the best so far, checkpoint."""
+        """Run ``validate(model, cfg) -> dict with 'score'`` (higher is better) on the
+        validated weights (:meth:`validated_state`), log it, keep those weights in
+        ``best.pt`` when they are the best so far, checkpoint."""
+        raw = None
+        if self.ema is not None:  # score the average in place of the raw weights
+            raw = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.model.load_state_dict(self.ema)
         self.model.eval()
-        scores = validate(self.model, self.cfg)
-        self.model.train()
+        try:
+            scores = validate(self.model, self.cfg)
+        finally:
+            if raw is not None:
+                self.model.load_state_dict(raw)
+            self.model.train()
         scores["step"] = self.step
+        if self.ema is not None:
+            scores["weights"] = f"ema {self.cfg.train.ema_decay:g}"
         self._write_log({"validation": scores})
         self.log(f"validation: {json.dumps(scores)}")
         if scores["score"] > self.best_score:
             self.best_score = float(scores["score"])
-            save_atomic({"model": cpu_state(self.model.state_dict()), "config": self.cfg.to_dict(),
+            save_atomic({"model": self.validated_state(), "config": self.cfg.to_dict(),
                          **self._best_extras(), "step": self.step, "validation": scores},
                         self.run_dir / "best.pt")
         self.checkpoint()

@@ -250,6 +250,7 @@ def test_examples_depend_on_the_step_only_and_workers_make_the_same(tmp_path):
 @pytest.mark.parametrize("extra, message", [
     (["--data-workers", "-1"], "--data-workers"),
     (["--device", "tpu"], "unknown device"),
+    (["--ema-decay", "1.5"], "--ema-decay"),
 ] + ([] if torch.cuda.is_available() else [(["--device", "cuda"], "no CUDA GPU")]))
 def test_bad_run_options_are_clear_errors(tmp_path, capsys, extra, message):
     from chimerax.modelangelo.cli import main
@@ -270,3 +271,40 @@ def test_checkpoints_hold_cpu_tensors_and_name_the_device(tmp_path):
     tensors += [v for st in ckpt["opt"]["state"].values() for v in st.values()
                 if isinstance(v, torch.Tensor)]
     assert tensors and all(v.device.type == "cpu" for v in tensors)
+
+
+def test_weight_average_is_validated_kept_and_resumed(tmp_path):
+    def ema_trainer(decay):
+        cfg = tiny_config()
+        cfg.train.ema_decay = decay
+        return GNNTrainer(tmp_path / "run", cfg, DCFG, train_names=TRAIN, log=lambda s: None)
+
+    a = ema_trainer(0.5)
+    w0 = params(a.model)
+    assert all(torch.equal(a.ema[k], w0[k]) for k in w0)  # starts from the weights
+    a.train(1)
+    w1 = params(a.model)
+    changed = [k for k in w0 if w0[k].is_floating_point() and not torch.equal(w0[k], w1[k])]
+    assert changed
+    for k in changed:
+        torch.testing.assert_close(a.ema[k], 0.5 * w0[k] + 0.5 * w1[k])
+
+    seen = {}
+
+    def validate(model, cfg):
+        seen.update(params(model))
+        return {"score": 1.0}
+
+    a.validate(validate)
+    for k in changed:  # validation scored the average; training goes on from the raw weights
+        assert torch.equal(seen[k], a.ema[k]) and torch.equal(params(a.model)[k], w1[k])
+    best = torch.load(tmp_path / "run" / "best.pt", weights_only=False)
+    assert all(torch.equal(best["model"][k], a.ema[k]) for k in changed)
+    assert best["validation"]["weights"] == "ema 0.5"
+
+    b = ema_trainer(0.5)  # resumed: the average comes back from checkpoint.pt
+    assert all(torch.equal(b.ema[k], a.ema[k]) for k in a.ema)
+    c = ema_trainer(0.0)  # turned off: no average kept or written
+    assert c.ema is None
+    c.checkpoint()
+    assert "ema" not in torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
