@@ -229,7 +229,13 @@ def run_build(
                 chain_entity=built.chain_entity, metadata=metadata, overwrite=overwrite)
     pruned_path = None
     if built.pruned is not None and len(built.pruned) == 0:
-        msg = "no chain matched a sequence well enough: the pruned model is empty and not written"
+        evalues = [c["evalue"] for c in built.chain_info if c["evalue"] is not None]
+        best = f" (best E-value {min(evalues):.2g} over {len(evalues)} chains)" if evalues else ""
+        msg = (f"no chain matched a sequence well enough{best}: the pruned model is empty and "
+               "not written. The unpruned model holds everything built. If the sequences are "
+               "this map's, its chains may be too short or too uncertain to align (maps worse "
+               "than ~3.8 A); if they may not be, build without sequences and run "
+               "'modelangelo search' on the output folder to find the protein")
         warnings.append(msg)
         rep.log(f"[write] {msg}")
     elif built.pruned is not None:

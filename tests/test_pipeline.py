@@ -100,6 +100,20 @@ def test_stop_request_stops_the_build(tmp_path):
     assert not (tmp_path / "out" / "emd_2566_unpruned.cif").exists()
 
 
+def test_a_sequence_of_another_protein_leaves_the_pruned_model_out_and_says_why(tmp_path):
+    """The FASTA of EMD-6272's protein (3J9S) for the EMD-2566 map: nothing may be
+    assigned, the unpruned model is still written, and the user is told what to do."""
+    other = read_fasta(REPO.parent / "shared" / "data" / "real_maps" / "emd_6272" / "3j9s.fasta")
+    result = run_build(read_map(EXAMPLE_MAP), other, tmp_path / "out", "emd_2566", device="cpu")
+    assert result.pruned_path is None and not (tmp_path / "out" / "emd_2566.cif").exists()
+    assert len(load_protein(result.unpruned_path)) > 20
+    (msg,) = [w for w in result.warnings if "pruned model is empty" in w]
+    assert "best E-value" in msg and "modelangelo search" in msg
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["residues_pruned"] == 0 and msg in summary["warnings"]
+    assert all(c["sequence"] is None and not c["in_pruned"] for c in summary["chains"])
+
+
 def test_no_sequence_mode_writes_profiles(tmp_path):
     result = run_build(read_map(EXAMPLE_MAP), None, tmp_path / "out", "emd_2566", device="cpu")
     assert result.pruned_path is None
