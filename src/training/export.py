@@ -72,9 +72,17 @@ def record_markdown(name: str, record: dict) -> str:
                      f"(weights unchanged; before: {change['before']})")
     lines += ["", "## Validation (simulated maps of the 'val' split)", "", "| figure | value |",
               "|---|---|"]
+    def shown(value) -> str:
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
     for key, value in record["validation"].items():
-        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
-        lines.append(f"| {key} | {shown} |")
+        if isinstance(value, dict):  # e.g. by_resolution: one row per resolution
+            for sub, figures in value.items():
+                text = (", ".join(f"{k} {shown(v)}" for k, v in figures.items())
+                        if isinstance(figures, dict) else shown(figures))
+                lines.append(f"| {key} {sub} | {text} |")
+        else:
+            lines.append(f"| {key} | {shown(value)} |")
     lines += ["", "## Commands (run folder `commands.txt`; each run resumes the last)", "",
               "```"] + record["commands"] + ["```", ""]
     if record.get("data_config"):

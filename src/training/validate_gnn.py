@@ -28,7 +28,9 @@ Metrics (pooled over the nodes of all examples; "true nodes" have a target resid
   ``true_confidence``: mean confidence of false-positive and true nodes;
 * ``seq_position_accuracy``: of true nodes given their sequence, the share whose
   sequence pointer (``GNNConfig.seq_position_heads``) peaks at their own residue;
-* ``loss``: mean :func:`..model.gnn.gnn_loss` total.
+* ``loss``: mean :func:`..model.gnn.gnn_loss` total;
+* ``by_resolution``: residue types, backbone RMSD, edge F1 and direction accuracy per
+  map resolution (:func:`by_resolution`).
 
 ``score`` (higher is better; it picks ``best.pt``) =
 ``aa_accuracy + 0.25 * edge_f1 - 0.2 * ca_rmsd``: residue types matter most for the
@@ -188,6 +190,21 @@ def summarise(parts: list[dict[str, np.ndarray]], losses: list[float]) -> dict:
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}
 
 
+BY_RESOLUTION_KEYS = ("aa_accuracy", "backbone_rmsd", "edge_f1", "direction_accuracy")
+
+
+def by_resolution(examples: list[GNNExample], parts: list[dict[str, np.ndarray]],
+                  losses: list[float]) -> dict[str, dict]:
+    """A few metrics (:data:`BY_RESOLUTION_KEYS`) pooled per map resolution (keys
+    like ``"4.0"``): the pooled figures hide how much worse the network is at 4 A."""
+    out = {}
+    for res in sorted({float(ex.resolution) for ex in examples}):
+        idx = [i for i, ex in enumerate(examples) if float(ex.resolution) == res]
+        m = summarise([parts[i] for i in idx], [losses[i] for i in idx])
+        out[f"{res:.1f}"] = {k: m[k] for k in BY_RESOLUTION_KEYS}
+    return out
+
+
 class GNNValidator:
     """Callable used by the trainer: ``validator(model, cfg) -> metrics with 'score'``."""
 
@@ -209,4 +226,6 @@ class GNNValidator:
             losses.append(float(loss))
             parts.append(example_metrics(cpu_state(out), ex))
         model.train(was_training)
-        return summarise(parts, losses)
+        out = summarise(parts, losses)
+        out["by_resolution"] = by_resolution(self.examples, parts, losses)
+        return out

@@ -157,6 +157,9 @@ def test_validation_best_and_export_loadable(tmp_path, capsys):
     for key in ("ca_rmsd", "aa_accuracy", "backbone_rmsd", "torsion_mae_deg", "edge_f1",
                 "confidence_corr", "score"):
         assert key in best["validation"]
+    per_res = best["validation"]["by_resolution"]  # the two examples' resolutions
+    assert set(per_res) == {f"{ex.resolution:.1f}" for ex in val.examples} == {"2.5", "3.0"}
+    assert all(0.0 <= r["aa_accuracy"] <= 1.0 for r in per_res.values())
     log = (run / "log.jsonl").read_text()
     assert '"validation"' in log
 
@@ -169,6 +172,7 @@ def test_validation_best_and_export_loadable(tmp_path, capsys):
     assert train_gnn.main(args) == 0
     blob = torch.load(out, weights_only=False)
     assert blob["record"]["steps"] == 3 and blob["record"]["note"] == "test"
+    assert "| by_resolution 3.0 | aa_accuracy " in out.with_suffix(".md").read_text()
     halves = [v.dtype for k, v in blob["state_dict"].items() if "inv_freq" not in k]
     assert set(halves) <= {torch.float16, torch.int64, torch.bool}
     model, gcfg = load_gnn(torch.device("cpu"), out)
