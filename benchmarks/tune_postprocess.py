@@ -27,7 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 # 2.5, 1, 1e-2, 0.5 and 0 (git history of tuning.md); this one tunes gap filling. Tried
 # once on top of it (2026-11-25, not kept): leaving nodes below a confidence of 10-60 out
 # of linking, and edge_cost_weight 0.5/1/2, moved pruned sequence recall by at most
-# 0.3 points (60: -1.4), so neither is a setting.
+# 0.3 points (60: -1.4), so neither is a setting. Tried 2026-11-25 (session 6, step-12,900
+# weights, same 8 maps): hmm_prob_weight (0.3,0.7)/(0.5,0.9)/(0.7,1.0)/(0.9,0.9) x
+# hmm_gap_open 0.01/0.02/0.05 gave pruned sequence recall 55.2-58.9 % (current 58.1 %),
+# precision 99.8-99.9 %: within the noise of 8 maps, settings unchanged.
 GRID: dict[str, tuple] = {
     "hmm_evalue": (1e-3, 1e-2),
     "gap_fill_evalue": (0.0, 1e-2, 0.1, 1.0),  # 0: gap filling off
