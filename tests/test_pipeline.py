@@ -49,15 +49,12 @@ def test_unpruned_model_sits_on_the_density(example_build):
 
 def test_pruned_model_follows_the_sequence(example_build):
     result, _, out = example_build
-    if result.pruned_path is None:
-        # allowed only when nothing matched, and then the user is told so
-        assert any("pruned model is empty" in w for w in result.warnings)
-        assert not (out / "emd_2566.cif").exists()
-        return
+    # with the shipped weights most of this 3.2 A zone matches its sequence (the empty
+    # case is test_a_sequence_of_another_protein_...)
     assert result.pruned_path == out / "emd_2566.cif"
     pruned = load_protein(result.pruned_path)
     unpruned = load_protein(result.unpruned_path)
-    assert 0 < len(pruned) <= len(unpruned)
+    assert 0.4 * len(unpruned) <= len(pruned) <= len(unpruned)  # 148 of 247 (2026-11-25)
     sequence = read_fasta(EXAMPLE_FASTA)[0].sequence
     # residues are numbered by the sequence and carry its residue types
     assert pruned.residue_number.min() >= 1
