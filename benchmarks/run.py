@@ -39,6 +39,18 @@ REAL_MAPS = {
 }
 
 
+def machine() -> str:
+    """Architecture, CPU model and CPU count: timings only compare on the same machine."""
+    model = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            model = next((line.split(":", 1)[1].strip() for line in fh
+                          if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"{platform.machine()}, {model + ', ' if model else ''}{os.cpu_count()} CPUs"
+
+
 # ----------------------------------------------------------------------------- cases
 
 
@@ -330,7 +342,7 @@ def main() -> int:
             weights.append(f"{name} ({rec.get('steps', '?')} steps)")
         else:
             weights.append(f"{name} (none)")
-    meta = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+    meta = {"date": time.strftime("%Y-%m-%d"), "machine": machine(),
             "threads": args.threads, "weights": ", ".join(weights)}
     md = markdown(results, meta)
     print(md)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -86,8 +85,9 @@ def main() -> int:
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         rows.append(json.loads(line[-1]) if line else {"what": case, "error": proc.stderr[-300:]})
         print(rows[-1], flush=True)
-    md = [f"# Speed and memory ({time.strftime('%Y-%m-%d')}, {platform.machine()}, "
-          f"{os.cpu_count()} CPUs, CPU only)", "", "| case | seconds | per 100 residues per pass "
+    from run import machine  # benchmarks/run.py, beside this script
+
+    md = [f"# Speed and memory ({time.strftime('%Y-%m-%d')}, {machine()}, CPU only)", "", "| case | seconds | per 100 residues per pass "
           "| peak RSS (MB) | target |", "|---|---|---|---|---|"]
     targets = {"cnn": "< 60 s", "gnn": "< 1 s per 100 residues per pass, < 6 GB"}
     for r in rows:
