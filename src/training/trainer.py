@@ -245,16 +245,10 @@ class BaseTrainer:
             else:
                 self.ema[k].copy_(v)
 
-    def validated_state(self) -> dict[str, torch.Tensor]:
-        """The weights validation scores and ``best.pt`` keeps: the average when
-        ``ema_decay`` is on, else the model's own (CPU tensors)."""
-        state = self.ema if self.ema is not None else self.model.state_dict()
-        return {k: v.detach().clone().cpu() for k, v in state.items()}
-
     def validate(self, validate) -> dict:
         """Run ``validate(model, cfg) -> dict with 'score'`` (higher is better) on the
-        validated weights (:meth:`validated_state`), log it, keep those weights in
-        ``best.pt`` when they are the best so far, checkpoint."""
+        weight average when ``ema_decay`` is on (else the model's own weights), log it,
+        keep those weights in ``best.pt`` when they are the best so far, checkpoint."""
         raw = None
         if self.ema is not None:  # score the average in place of the raw weights
             raw = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -273,7 +267,8 @@ class BaseTrainer:
         self.log(f"validation: {json.dumps(scores)}")
         if scores["score"] > self.best_score:
             self.best_score = float(scores["score"])
-            save_atomic({"model": self.validated_state(), "config": self.cfg.to_dict(),
+            scored = self.ema if self.ema is not None else self.model.state_dict()
+            save_atomic({"model": cpu_state(scored), "config": self.cfg.to_dict(),
                          **self._best_extras(), "step": self.step, "validation": scores},
                         self.run_dir / "best.pt")
         self.checkpoint()
