@@ -204,8 +204,12 @@ def _open_mrc(path: Path, sink: list[str] | None):
 
     with _warnings.catch_warnings(record=True) as caught:
         _warnings.simplefilter("always")
-        # Not about this file: other objects garbage-collected meanwhile (unclosed files).
-        _warnings.simplefilter("ignore", ResourceWarning)
+        # Not about this file: other objects garbage-collected meanwhile (unclosed files),
+        # and the libraries' own notices (mrcfile 1.5.4 under NumPy 2.5 warns that
+        # setting an array's dtype is deprecated on every map it reads).
+        for category in (ResourceWarning, DeprecationWarning, PendingDeprecationWarning,
+                         FutureWarning):
+            _warnings.simplefilter("ignore", category)
         strict_error = None
         try:
             try:
