@@ -2,7 +2,9 @@
 
 Training state lives in ``--run-dir`` and every run resumes from it, so many short runs
 add up (see ``training/train_gnn.py``). The network size (``--hidden``, ``--layers``, ``--esm-*``) is
-fixed when a run folder is created; later runs take it from the checkpoint. ``--export``
+fixed when a run folder is created; later runs take it from the checkpoint. A new run
+folder may start from another run's weights (``--init-from``), e.g. a network with more
+layers from a shallower one's: the extra layers start as the identity. ``--export``
 writes the best validated checkpoint as fp16 weights with its training record, in the
 form ``model/loading.load_gnn`` reads.
 """
@@ -36,6 +38,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         "rounding). Keep 0 on 2 cores (1 worker measured 19%% slower); use "
                         "several where cores are spare, e.g. beside a GPU")
     g = parser.add_argument_group("network (new run folders only)")
+    g.add_argument("--init-from", type=Path, default=None, metavar="WEIGHTS",
+                   help="start from these weights: a run folder (its checkpoint's weight "
+                        "average, else its weights), a checkpoint.pt or best.pt, or an "
+                        "exported weight file. The network and data settings are theirs, "
+                        "except --layers, which may add layers (they start as the identity)")
     g.add_argument("--hidden", type=int, default=None, help="node feature width (GNNConfig.hidden)")
     g.add_argument("--layers", type=int, default=None, help="GNN layers (GNNConfig.num_layers)")
     g.add_argument("--esm-layers", type=int, default=None,
@@ -114,6 +121,18 @@ def main(args: argparse.Namespace) -> int:
     if resuming and any(v is not None for v in sizes.values()):
         print("train-gnn: resuming: network size options ignored (the checkpoint's network "
               "is used)", file=sys.stderr)
+    init_weights, dcfg = None, GNNDataConfig()
+    if args.init_from is not None:
+        if resuming:
+            print("train-gnn: resuming: --init-from ignored (the checkpoint's weights are "
+                  "used)", file=sys.stderr)
+        else:
+            init_weights, cfg.gnn, dcfg = _initial_weights(args.init_from, dcfg)
+            if args.layers is not None:
+                cfg.gnn.num_layers = args.layers
+            if any(v is not None for k, v in sizes.items() if k != "num_layers"):
+                raise ModelAngeloError("with --init-from only --layers may change the network "
+                                       "size (the other sizes are the weights')")
     cnn, prob = _load_cnn(args, args.cnn_nodes_prob)
     overrides = {"cnn_nodes_prob": prob}
     if args.crop_nodes:
@@ -122,11 +141,11 @@ def main(args: argparse.Namespace) -> int:
         overrides["cnn_like_prob"] = args.cnn_like_prob
     if args.score:
         return score(args, cfg, overrides, cnn)
-    trainer = open_run(args, lambda: GNNTrainer(args.run_dir, cfg, GNNDataConfig(),
+    trainer = open_run(args, lambda: GNNTrainer(args.run_dir, cfg, dcfg,
                                                 data_root=args.data_root, cnn=cnn,
                                                 data_overrides=overrides,
                                                 data_workers=args.data_workers,
-                                                device=device))
+                                                device=device, init_weights=init_weights))
     print(f"train-gnn: {trainer.num_parameters / 1e6:.2f}M parameters, hidden "
           f"{trainer.cfg.gnn.hidden}, {trainer.cfg.gnn.num_layers} layers, data "
           f"{json.dumps(trainer.dcfg.__dict__)}")
@@ -138,6 +157,38 @@ def main(args: argparse.Namespace) -> int:
     finally:
         trainer.close()
     return 0
+
+
+def _initial_weights(path: Path, dcfg):
+    """``((description, fp32 state dict), GNNConfig, data config)`` of ``--init-from``:
+    a run folder, a run's checkpoint.pt / best.pt, or an exported weight file."""
+    import torch
+
+    from ..config import GNNConfig, section_from_dict
+    from ..errors import ModelAngeloError
+    from ..training.gnn_data import GNNDataConfig
+
+    path = Path(path)
+    file = path / "checkpoint.pt" if path.is_dir() else path
+    if not file.is_file():
+        raise ModelAngeloError(f"--init-from: no weights at {file}")
+    try:
+        blob = torch.load(file, map_location="cpu", weights_only=False)
+        if "state_dict" in blob:  # an exported weight file
+            state, what = blob["state_dict"], "weights"
+        elif "ema" in blob:
+            state, what = blob["ema"], "weight average"
+        else:
+            state, what = blob["model"], "weights"
+        gnn_cfg = section_from_dict(GNNConfig, blob["config"]["gnn"])
+    except (KeyError, TypeError, RuntimeError, OSError, EOFError) as exc:
+        raise ModelAngeloError(f"--init-from: {file} is not a GNN checkpoint or weight file "
+                               f"({exc})") from exc
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    if "data_config" in blob:
+        dcfg = section_from_dict(GNNDataConfig, blob["data_config"])
+    step = f" at step {blob['step']}" if "step" in blob else ""
+    return (f"{file} ({what}{step})", state), gnn_cfg, dcfg
 
 
 def score(args: argparse.Namespace, cfg, overrides: dict, cnn) -> int:

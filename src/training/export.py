@@ -41,6 +41,7 @@ def export_best(run_dir: Path, out_path: Path, *, network: Callable[[dict], str]
         "parameters": int(sum(v.numel() for v in blob["model"].values())),
         "steps": blob["step"],
         "total_steps_run": latest.get("step"),
+        **({"init_from": latest["init_from"]} if latest.get("init_from") else {}),
         "train_seconds": round(latest.get("elapsed", 0.0)),
         "validation": blob["validation"],
         "data": data,
@@ -62,9 +63,12 @@ def record_markdown(name: str, record: dict) -> str:
         "fp16 on disk)",
         f"- data: {record['data']}",
         f"- steps: {record['steps']} (best validation; {record.get('total_steps_run')} run in "
-        f"all, {record['train_seconds'] / 3600:.2f} h of training on 2 CPU cores)",
+        f"all, {record['train_seconds'] / 3600:.2f} h of training; the commands below say "
+        "on which machines)",
         f"- exported: {record['exported']}",
     ]
+    if record.get("init_from"):
+        lines.append(f"- started from the weights of {record['init_from']}")
     if record.get("note"):
         lines.append(f"- note: {record['note']}")
     for change in record.get("retuned", []):

@@ -146,7 +146,8 @@ class GNNTrainer(BaseTrainer):
     runs. ``cnn`` is ``(CAUNet, CNNConfig)`` on the CPU for the CNN-node mode (examples
     are made on the CPU; the GNN trains on ``device``). ``data_workers``
     processes make examples ahead (0: in this process; the same examples, see
-    :mod:`.prefetch`).
+    :mod:`.prefetch`). ``init_weights`` ``(where from, state dict)``: a new run's
+    starting weights (:class:`.trainer.BaseTrainer`).
     Call :meth:`close` when done to stop them.
     """
 
@@ -155,14 +156,15 @@ class GNNTrainer(BaseTrainer):
     def __init__(self, run_dir: Path, cfg: Config, dcfg: GNNDataConfig | None = None, *,
                  data_root: Path | None = None, cnn=None, data_overrides: dict | None = None,
                  train_names: list[str] | None = None, log: Callable[[str], None] = print,
-                 data_workers: int = 0, device: torch.device | str = "cpu"):
+                 data_workers: int = 0, device: torch.device | str = "cpu",
+                 init_weights: tuple[str, dict] | None = None):
         self.cnn = cnn
         self.dcfg = dcfg or GNNDataConfig()
         self.data_overrides = data_overrides or {}
         self.data_workers = data_workers
         self._examples: Prefetcher | None = None
         super().__init__(run_dir, cfg, data_root=data_root, train_names=train_names, log=log,
-                         device=device)
+                         device=device, init_weights=init_weights)
 
     def _configure(self, ckpt: dict | None) -> None:
         """Data config and skip count (a resumed run's from its checkpoint), then

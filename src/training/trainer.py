@@ -26,6 +26,14 @@ exponential moving average of the weights (after each optimiser step ``ema = d *
 weights, and ``best.pt`` holds the average that scored: it is smoother than the weights
 of any one step (steps see one example each).
 
+**Starting from other weights.** A new run may start from another run's weights
+(``init_weights``, e.g. a deeper network from a shallower one's checkpoint): every tensor
+of those weights must exist in the new network with the same shape; tensors the new
+network has beyond them (extra layers) keep their initialisation. Residual layers whose
+output projections start at zero (the GNN's) then start as the identity, so the new
+network first predicts exactly what the old one did. ``checkpoint.pt`` keeps
+``init_from`` (where the weights came from) for the training record.
+
 A trainer made on a folder that holds ``checkpoint.pt`` resumes it: the network config,
 weights, optimiser, step, best score, RNG states and elapsed time come from the
 checkpoint (``cfg.train``, the training-loop settings, from the caller), so many short
@@ -61,6 +69,25 @@ def cpu_state(obj):
     return obj
 
 
+def load_initial_weights(model: torch.nn.Module, state: dict) -> list[str]:
+    """Copy ``state`` into ``model``; return the names of the model's tensors it did not
+    hold (left as initialised). A tensor of ``state`` that the model lacks or holds with
+    another shape is an error: the weights do not fit this network."""
+    from ..errors import ModelAngeloError
+
+    own = model.state_dict()
+    extra = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(state) & set(own) if state[k].shape != own[k].shape)
+    if extra or wrong:
+        what = "; ".join(
+            ([f"{len(extra)} tensors the network lacks (e.g. {extra[0]})"] if extra else []) +
+            ([f"{len(wrong)} of another shape (e.g. {wrong[0]}: {tuple(state[wrong[0]].shape)} "
+              f"here {tuple(own[wrong[0]].shape)})"] if wrong else []))
+        raise ModelAngeloError(f"the initial weights do not fit this network: {what}")
+    model.load_state_dict({**own, **{k: v.to(own[k].dtype) for k, v in state.items()}})
+    return sorted(set(own) - set(state))
+
+
 def load_checkpoint(run_dir: Path) -> dict | None:
     """``run_dir/checkpoint.pt`` (None for a new run)."""
     path = Path(run_dir) / "checkpoint.pt"
@@ -94,7 +121,10 @@ class BaseTrainer:
 
     def __init__(self, run_dir: Path, cfg: Config, *, data_root: Path | None = None,
                  train_names: list[str] | None = None, log: Callable[[str], None] = print,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu",
+                 init_weights: tuple[str, dict] | None = None):
+        """``init_weights``: ``(where from, state dict)`` for a new run (see the module
+        docstring; ignored when resuming)."""
         self.device = torch.device(device)
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -113,6 +143,13 @@ class BaseTrainer:
         self.rng = np.random.default_rng(self.cfg.train.seed)
         self.elapsed = 0.0
         self.ema: dict[str, torch.Tensor] | None = None  # weight average (ema_decay > 0)
+        self.init_from: str | None = None  # where a new run's weights came from
+        if ckpt is None and init_weights is not None:
+            self.init_from, state = init_weights
+            new = load_initial_weights(self.model, state)
+            layers = sorted({k.split(".")[1] for k in new if k.startswith("layers.")}, key=int)
+            self.log(f"weights from {self.init_from}: {len(state)} tensors; "
+                     f"{len(new)} new tensors" + (f" (layers {', '.join(layers)})" if layers else ""))
         if ckpt is not None:
             self.model.load_state_dict(ckpt["model"])
             self.opt.load_state_dict(ckpt["opt"])
@@ -122,6 +159,7 @@ class BaseTrainer:
             if "torch_rng" in ckpt:
                 torch.set_rng_state(ckpt["torch_rng"])
             self.elapsed = float(ckpt.get("elapsed", 0.0))
+            self.init_from = ckpt.get("init_from")
             if self.cfg.train.ema_decay > 0 and "ema" in ckpt:
                 self.ema = {k: v.to(self.device) for k, v in ckpt["ema"].items()}
             self._trim_log(self.step)
@@ -175,6 +213,8 @@ class BaseTrainer:
             state["torch_rng"] = torch.get_rng_state()
         if self.ema is not None:
             state["ema"] = cpu_state(self.ema)
+        if self.init_from is not None:
+            state["init_from"] = self.init_from
         state.update(config=self.cfg.to_dict(), elapsed=self.elapsed, **self._checkpoint_extras())
         save_atomic(state, self.run_dir / "checkpoint.pt")
 

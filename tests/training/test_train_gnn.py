@@ -312,3 +312,57 @@ def test_weight_average_is_validated_kept_and_resumed(tmp_path):
     assert c.ema is None
     c.checkpoint()
     assert "ema" not in torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+
+
+def test_a_deeper_run_starts_from_a_shallower_ones_weights(tmp_path, capsys):
+    """--init-from: a 3-layer run from a 2-layer run's weight average predicts exactly
+    what the 2-layer network did (the new layer starts as the identity), then trains;
+    resuming keeps its own weights and remembers where they came from."""
+    from chimerax.modelangelo.cli import main
+    from chimerax.modelangelo.training.train_gnn import run_model
+
+    cfg = tiny_config()
+    cfg.train.ema_decay = 0.5
+    a = GNNTrainer(tmp_path / "a", cfg, DCFG, train_names=TRAIN, log=lambda s: None)
+    a.train(2)
+    source = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
+
+    deeper = tiny_config()
+    deeper.gnn = dataclasses.replace(deeper.gnn, num_layers=3)
+    b = GNNTrainer(tmp_path / "b", deeper, DCFG, train_names=TRAIN, log=lambda s: None,
+                   init_weights=("run a", source["ema"]))
+    assert len(b.model.layers) == 3 and b.init_from == "run a"
+    shallow = GNNTrainer(tmp_path / "s", tiny_config(), DCFG, train_names=TRAIN,
+                         log=lambda s: None, init_weights=("run a", source["ema"]))
+    ex, _ = b.next_example()
+    outs = [run_model(t.model.eval(), ex, 0, bf16=False) for t in (shallow, b)]
+    for key in ("aa_logits", "translations", "rotations", "confidence"):
+        torch.testing.assert_close(outs[1][key], outs[0][key], rtol=0, atol=1e-5)
+    assert not torch.equal(outs[0]["aa_logits"],
+                           run_model(trainer(tmp_path / "fresh").model.eval(), ex, 0,
+                                     bf16=False)["aa_logits"])  # the weights did arrive
+
+    b.model.train()
+    b.train(1)
+    ckpt = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    assert ckpt["init_from"] == "run a" and ckpt["step"] == 1
+    changed = params(b.model)
+    resumed = GNNTrainer(tmp_path / "b", deeper, DCFG, train_names=TRAIN, log=lambda s: None,
+                         init_weights=("run a", source["ema"]))  # resumes: not applied again
+    assert resumed.step == 1 and resumed.init_from == "run a"
+    assert all(torch.equal(v, resumed.model.state_dict()[k]) for k, v in changed.items())
+
+    # The CLI: a run folder as the source; another width is a clear error, not a traceback.
+    rc_ = main(["train-gnn", "--run-dir", str(tmp_path / "c"), "--init-from",
+                str(tmp_path / "a"), "--layers", "3", "--hidden", "64", "--steps", "1",
+                "--threads", "1", "--cnn-nodes-prob", "0"])
+    assert rc_ == 2 and "only --layers" in capsys.readouterr().err
+    wide = tiny_config()
+    wide.gnn = dataclasses.replace(wide.gnn, hidden=48)
+    with pytest.raises(Exception, match="do not fit this network"):
+        GNNTrainer(tmp_path / "d", wide, DCFG, train_names=TRAIN, log=lambda s: None,
+                   init_weights=("run a", source["model"]))
+    assert not (tmp_path / "d" / "checkpoint.pt").exists()
+    rc_ = main(["train-gnn", "--run-dir", str(tmp_path / "e"), "--init-from",
+                str(tmp_path / "missing"), "--steps", "1", "--threads", "1"])
+    assert rc_ == 2 and "no weights at" in capsys.readouterr().err
