@@ -352,6 +352,17 @@ def test_a_deeper_run_starts_from_a_shallower_ones_weights(tmp_path, capsys):
     assert resumed.step == 1 and resumed.init_from == "run a"
     assert all(torch.equal(v, resumed.model.state_dict()[k]) for k, v in changed.items())
 
+    # An exported (fp16) weight file serves as well, with its network and data settings.
+    from chimerax.modelangelo.cli.train_gnn import _initial_weights
+    from chimerax.modelangelo.model.weights import save_weights
+
+    save_weights(tmp_path / "w.pt", source["ema"], source["config"], {})
+    (what, state), gnn_cfg, _ = _initial_weights(tmp_path / "w.pt", GNNDataConfig())
+    assert gnn_cfg == tiny_config().gnn and "w.pt" in what
+    assert all(v.dtype == torch.float32 for k, v in state.items() if v.is_floating_point())
+    torch.testing.assert_close(state["node_init"], source["ema"]["node_init"], rtol=1e-3,
+                               atol=1e-4)
+
     # The CLI: a run folder as the source; another width is a clear error, not a traceback.
     rc_ = main(["train-gnn", "--run-dir", str(tmp_path / "c"), "--init-from",
                 str(tmp_path / "a"), "--layers", "3", "--hidden", "64", "--steps", "1",
