@@ -146,6 +146,8 @@ def main(args: argparse.Namespace) -> int:
                                                 data_overrides=overrides,
                                                 data_workers=args.data_workers,
                                                 device=device, init_weights=init_weights))
+    if init_weights is not None:
+        _record_parent_commands(args.run_dir, args.init_from)
     print(f"train-gnn: {trainer.num_parameters / 1e6:.2f}M parameters, hidden "
           f"{trainer.cfg.gnn.hidden}, {trainer.cfg.gnn.num_layers} layers, data "
           f"{json.dumps(trainer.dcfg.__dict__)}")
@@ -189,6 +191,19 @@ def _initial_weights(path: Path, dcfg):
         dcfg = section_from_dict(GNNDataConfig, blob["data_config"])
     step = f" at step {blob['step']}" if "step" in blob else ""
     return (f"{file} ({what}{step})", state), gnn_cfg, dcfg
+
+
+def _record_parent_commands(run_dir: Path, init_from: Path) -> None:
+    """Copy the commands that trained ``--init-from``'s weights (its folder's
+    ``commands.txt``) into the new run's, as comments: the training record of weights
+    exported from the new run then tells their whole history."""
+    folder = Path(init_from) if Path(init_from).is_dir() else Path(init_from).parent
+    parent = folder / "commands.txt"
+    if not parent.is_file():
+        return
+    with open(Path(run_dir) / "commands.txt", "a") as fh:
+        fh.write(f"# the weights came from {folder}, trained by these commands:\n")
+        fh.writelines(f"#   {line}\n" for line in parent.read_text().splitlines())
 
 
 def score(args: argparse.Namespace, cfg, overrides: dict, cnn) -> int:

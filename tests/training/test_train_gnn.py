@@ -363,7 +363,19 @@ def test_a_deeper_run_starts_from_a_shallower_ones_weights(tmp_path, capsys):
     torch.testing.assert_close(state["node_init"], source["ema"]["node_init"], rtol=1e-3,
                                atol=1e-4)
 
-    # The CLI: a run folder as the source; another width is a clear error, not a traceback.
+    # The CLI: a run folder as the source, whose commands are copied into the new run's
+    # record; another width is a clear error, not a traceback.
+    (tmp_path / "a" / "commands.txt").write_text("2026-11-25 step 0: modelangelo train-gnn A\n")
+    rc_ = main(["train-gnn", "--run-dir", str(tmp_path / "f"), "--init-from",
+                str(tmp_path / "a"), "--layers", "3", "--steps", "0", "--threads", "1",
+                "--cnn-nodes-prob", "0", "--val-maps", "1"])
+    assert rc_ == 0
+    lines = (tmp_path / "f" / "commands.txt").read_text().splitlines()
+    assert "step 0: modelangelo" in lines[0]  # this command (pytest's argv here)
+    assert lines[1:] == [f"# the weights came from {tmp_path / 'a'}, trained by these commands:",
+                         "#   2026-11-25 step 0: modelangelo train-gnn A"]
+    assert torch.load(tmp_path / "f" / "checkpoint.pt", weights_only=False)["config"]["gnn"][
+        "num_layers"] == 3
     rc_ = main(["train-gnn", "--run-dir", str(tmp_path / "c"), "--init-from",
                 str(tmp_path / "a"), "--layers", "3", "--hidden", "64", "--steps", "1",
                 "--threads", "1", "--cnn-nodes-prob", "0"])
