@@ -30,7 +30,8 @@ Metrics (pooled over the nodes of all examples; "true nodes" have a target resid
   sequence pointer (``GNNConfig.seq_position_heads``) peaks at their own residue;
 * ``loss``: mean :func:`..model.gnn.gnn_loss` total;
 * ``by_resolution``: residue types, backbone RMSD, edge F1 and direction accuracy per
-  map resolution (:func:`by_resolution`).
+  map resolution (:func:`by_resolution`); ``by_mode``: the same per node mode
+  (:func:`by_mode`).
 
 ``score`` (higher is better; it picks ``best.pt``) =
 ``aa_accuracy + 0.25 * edge_f1 - 0.2 * ca_rmsd``: residue types matter most for the
@@ -193,16 +194,30 @@ def summarise(parts: list[dict[str, np.ndarray]], losses: list[float]) -> dict:
 BY_RESOLUTION_KEYS = ("aa_accuracy", "backbone_rmsd", "edge_f1", "direction_accuracy")
 
 
+def _pooled_by(groups: list[str], parts: list[dict[str, np.ndarray]],
+               losses: list[float]) -> dict[str, dict]:
+    """:data:`BY_RESOLUTION_KEYS` pooled over the examples of each group (``groups[i]``
+    is example i's group), groups in sorted order."""
+    out = {}
+    for g in sorted(set(groups)):
+        idx = [i for i, gi in enumerate(groups) if gi == g]
+        m = summarise([parts[i] for i in idx], [losses[i] for i in idx])
+        out[g] = {k: m[k] for k in BY_RESOLUTION_KEYS}
+    return out
+
+
 def by_resolution(examples: list[GNNExample], parts: list[dict[str, np.ndarray]],
                   losses: list[float]) -> dict[str, dict]:
     """A few metrics (:data:`BY_RESOLUTION_KEYS`) pooled per map resolution (keys
     like ``"4.0"``): the pooled figures hide how much worse the network is at 4 A."""
-    out = {}
-    for res in sorted({float(ex.resolution) for ex in examples}):
-        idx = [i for i, ex in enumerate(examples) if float(ex.resolution) == res]
-        m = summarise([parts[i] for i in idx], [losses[i] for i in idx])
-        out[f"{res:.1f}"] = {k: m[k] for k in BY_RESOLUTION_KEYS}
-    return out
+    return _pooled_by([f"{float(ex.resolution):.1f}" for ex in examples], parts, losses)
+
+
+def by_mode(examples: list[GNNExample], parts: list[dict[str, np.ndarray]],
+            losses: list[float]) -> dict[str, dict]:
+    """The same figures per node mode (``noise``, ``cnn-like``, ``cnn``): every real
+    build runs on the CNN's own nodes, which at 4 A are the hardest (session 8)."""
+    return _pooled_by([ex.mode for ex in examples], parts, losses)
 
 
 class GNNValidator:
@@ -228,4 +243,5 @@ class GNNValidator:
         model.train(was_training)
         out = summarise(parts, losses)
         out["by_resolution"] = by_resolution(self.examples, parts, losses)
+        out["by_mode"] = by_mode(self.examples, parts, losses)
         return out

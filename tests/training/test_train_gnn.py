@@ -160,6 +160,10 @@ def test_validation_best_and_export_loadable(tmp_path, capsys):
     per_res = best["validation"]["by_resolution"]  # the two examples' resolutions
     assert set(per_res) == {f"{ex.resolution:.1f}" for ex in val.examples} == {"2.5", "3.0"}
     assert all(0.0 <= r["aa_accuracy"] <= 1.0 for r in per_res.values())
+    per_mode = best["validation"]["by_mode"]  # one example of each mode
+    assert set(per_mode) == {"noise", "cnn-like"}
+    for mode, ex in zip(("noise", "cnn-like"), val.examples):  # = that example's figures
+        assert per_mode[mode] == per_res[f"{ex.resolution:.1f}"]
     log = (run / "log.jsonl").read_text()
     assert '"validation"' in log
 
@@ -172,7 +176,9 @@ def test_validation_best_and_export_loadable(tmp_path, capsys):
     assert train_gnn.main(args) == 0
     blob = torch.load(out, weights_only=False)
     assert blob["record"]["steps"] == 3 and blob["record"]["note"] == "test"
-    assert "| by_resolution 3.0 | aa_accuracy " in out.with_suffix(".md").read_text()
+    md = out.with_suffix(".md").read_text()
+    assert "| by_resolution 3.0 | aa_accuracy " in md
+    assert "| by_mode cnn-like | aa_accuracy " in md
     halves = [v.dtype for k, v in blob["state_dict"].items() if "inv_freq" not in k]
     assert set(halves) <= {torch.float16, torch.int64, torch.bool}
     model, gcfg = load_gnn(torch.device("cpu"), out)
