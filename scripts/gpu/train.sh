@@ -30,7 +30,7 @@ mkdir -p runs/gpu
 # Later options override these (argparse keeps the last).
 python3 -m chimerax.modelangelo train-gnn --run-dir runs/gpu --device cuda --threads 4 \
   --data-workers 15 --steps 1000000 --minutes "$MIN" --validate-every 1000 \
-  --checkpoint-every 500 --val-maps 16 --cnn-nodes-prob 0.2 --lr 5e-5 --ema-decay 0.999 \
+  --checkpoint-every 500 --val-maps 16 --cnn-nodes-prob 0.4 --cnn-like-prob 0.3 --lr 5e-5 --ema-decay 0.999 \
   --data-root /tmp/data "$@" 2>&1 | tee -a runs/gpu/train.out | grep -v '^{"step"' || true
 python3 scripts/gpu/assemble.py --split runs/gpu/checkpoint.pt "$OUTDIR"
 cp runs/gpu/log.jsonl runs/gpu/commands.txt "$OUTDIR"/ 2>/dev/null || true
