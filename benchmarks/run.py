@@ -76,17 +76,14 @@ def simulated_cases() -> list[dict]:
 
     manifest = {e["name"]: e for e in json.loads((DATA / "structures_manifest.json").read_text())}
     names = [n for n in load_split("test") if manifest[n]["n_residues"] <= SIM_MAX_RESIDUES]
+    plan = [(res, 1000 + 10 * ri + j) for ri, res in enumerate(SIM_RESOLUTIONS)
+            for j in range(SIM_MAPS_PER_RESOLUTION)]
+    plan += [(3.0, 1100 + j) for j in range(SIM_EXTRA_AT_3A)]  # (resolution, seed)
     cases = []
-    for ri, res in enumerate(SIM_RESOLUTIONS):
-        for j in range(SIM_MAPS_PER_RESOLUTION):
-            name = names[(ri * SIM_MAPS_PER_RESOLUTION + j) % len(names)]
-            cases.append({"kind": "simulated", "name": f"{name}@{res}", "structure": name,
-                          "resolution": res, "seed": 1000 + 10 * ri + j})
-    first = len(SIM_RESOLUTIONS) * SIM_MAPS_PER_RESOLUTION
-    for j in range(SIM_EXTRA_AT_3A):
-        name = names[(first + j) % len(names)]
-        cases.append({"kind": "simulated", "name": f"{name}@3.0", "structure": name,
-                      "resolution": 3.0, "seed": 1100 + j})
+    for i, (res, seed) in enumerate(plan):
+        name = names[i % len(names)]
+        cases.append({"kind": "simulated", "name": f"{name}@{res}", "structure": name,
+                      "resolution": res, "seed": seed})
     return cases
 
 
