@@ -75,6 +75,9 @@ class GNNConfig:
     recycles: int = 2
     crop_nodes: int = 400  # nodes per inference crop
     crop_overlap: int = 100  # outer nodes of a crop used as context only
+    # A node's residue types, torsions, confidence and edges are averaged over every crop
+    # holding it at least this far (A) inside, besides its owner crop (inf: owner only).
+    crop_average_margin: float = 10.0
     init_seed: int = 0  # random initial frames at inference (reproducible)
     # Confidence: bins of predicted CA error (A); score = 100 / (1 + (err / d0)^2).
     confidence_bins: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)

@@ -24,6 +24,7 @@ and leaves logits and confidence unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
@@ -248,32 +249,37 @@ class GNN(nn.Module):
                         progress: Callable[[float], None] | None = None) -> GraphPrediction:
         """Inference in overlapping spatial crops of ``cfg.crop_nodes`` nodes.
 
-        Each node's outputs come from the crop whose centre is nearest to it (its most
-        central crop); the outer ``cfg.crop_overlap`` nodes of a crop serve as context.
-        Memory is bounded by the crop size, so 10,000+ nodes are fine. A graph of at most
-        ``crop_nodes`` nodes is one crop and gives exactly :meth:`predict`'s result.
-        ``should_stop()`` may raise to abort between crops.
+        A node's frame, position and backbone come from the crop with the most room
+        around it (its owner crop, :func:`plan_crops`); its residue-type log-probabilities,
+        torsions, confidence and edge logits are averaged over the owner crop and every
+        other crop that holds it at least ``cfg.crop_average_margin`` A inside (edge logits
+        per neighbour present in both). Memory is bounded by the crop size, so 10,000+
+        nodes are fine. A graph of at most ``crop_nodes`` nodes is one crop and gives
+        exactly :meth:`predict`'s result. ``should_stop()`` may raise to abort between crops.
         """
         device, density, emb, mask = self._prepare(density, sequences, device)
         node_ca = np.asarray(node_ca, np.float32).reshape(-1, 3)
         n = len(node_ca)
         rot0 = initial_rotations(n, self.cfg.init_seed)
         crops, owner = plan_crops(node_ca, self.cfg.crop_nodes, self.cfg.crop_overlap)
-        k = self.cfg.k_neighbours
-        res = _empty_prediction(n, k)
+        if len(crops) == 1:
+            o = self._run_numpy(node_ca, density, emb, mask, rot0, device, bf16)
+            if progress is not None:
+                progress(1.0)
+            return self._to_prediction(o, np.arange(n))
+        parts: list[tuple[int, np.ndarray, GraphPrediction]] = []  # (crop, nodes, part)
         for ci, idx in enumerate(crops):
             if should_stop is not None:
                 should_stop()
-            mine = np.nonzero(owner[idx] == ci)[0]  # rows of this crop owned by it
-            if len(mine):
+            margin = crop_margins(node_ca, idx)  # [crop_nodes] A
+            rows = np.nonzero((owner[idx] == ci) | (margin >= self.cfg.crop_average_margin))[0]
+            if len(rows):
                 o = self._run_numpy(node_ca[idx], density, emb, mask, rot0[idx], device, bf16)
                 part = self._to_prediction(o, idx)
-                for name in res:
-                    if res[name] is not None:
-                        res[name][idx[mine]] = getattr(part, name)[mine]
+                parts.append((ci, idx[rows], _select_rows(part, rows)))
             if progress is not None:
                 progress((ci + 1) / len(crops))
-        return GraphPrediction(**res)
+        return _merge_crops(parts, owner, n, self.cfg.k_neighbours)
 
     def predict_map(self, nodes: np.ndarray, grid, sequences=None, cfg: GNNConfig | None = None,
                     *, device=None, should_stop: Callable[[], None] | None = None,
@@ -309,6 +315,12 @@ class GNN(nn.Module):
             confidence=npy(o["confidence"]), next_logits=next_logits)
 
 
+def _select_rows(pred: GraphPrediction, rows: np.ndarray) -> GraphPrediction:
+    return GraphPrediction(**{f.name: None if getattr(pred, f.name) is None
+                              else getattr(pred, f.name)[rows]
+                              for f in dataclasses.fields(GraphPrediction)})
+
+
 def _empty_prediction(n: int, k: int) -> dict:
     return {
         "rotations": np.zeros((n, 3, 3), np.float32),
@@ -321,6 +333,59 @@ def _empty_prediction(n: int, k: int) -> dict:
         "confidence": np.zeros(n, np.float32),
         "next_logits": np.full((n, k), EDGE_PAD_LOGIT, np.float32),
     }
+
+
+def crop_margins(positions: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Room (A) between each node of a crop and the crop's edge: the crop's radius (its
+    farthest node from its centre node ``idx[0]``) minus the node's distance from the centre."""
+    d = np.linalg.norm(positions[idx] - positions[idx[0]], axis=1)  # [C]
+    return d.max() - d
+
+
+def _merge_crops(parts: list[tuple[int, np.ndarray, GraphPrediction]], owner: np.ndarray,
+                 n: int, k: int) -> GraphPrediction:
+    """One prediction from the crops' parts (see :meth:`GNN.predict_cropped`).
+
+    ``parts``: for each crop that ran, ``(crop index, nodes, part)``: the global indices of
+    the crop's contributing nodes and the crop's prediction for them (global edge indices).
+    """
+    res = _empty_prediction(n, k)
+    owned = [owner[nodes] == ci for ci, nodes, _ in parts]  # [rows] bool per part
+    for (_, nodes, part), own in zip(parts, owned):  # owner crops: geometry, neighbour lists
+        for name in ("rotations", "translations", "backbone", "edge_index", "edge_logits",
+                     "next_logits"):
+            res[name][nodes[own]] = getattr(part, name)[own]
+    aa = np.zeros((n, rc.NUM_RESTYPES), np.float64)  # sum of log-probabilities
+    tors = np.zeros(res["torsions"].shape, np.float64)
+    conf = np.zeros(n, np.float64)
+    count = np.zeros(n, np.int64)
+    edge_sum = np.zeros((n, k), np.float64)
+    next_sum = np.zeros((n, k), np.float64)
+    edge_count = np.zeros((n, k), np.int64)
+    for (_, nodes, part), own in zip(parts, owned):
+        z = part.aa_logits - part.aa_logits.max(axis=1, keepdims=True)  # [m, 20]
+        aa[nodes] += z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        tors[nodes] += part.torsions
+        conf[nodes] += part.confidence
+        count[nodes] += 1
+        other = nodes[~own]  # neighbour lists of other crops: matched to the owner's
+        if len(other):
+            ref = res["edge_index"][other]  # [m, k]
+            mine = part.edge_index[~own]  # [m, k]
+            match = (ref[:, :, None] == mine[:, None, :]) & (ref[:, :, None] >= 0)  # [m, k, k]
+            edge_sum[other] += (match * part.edge_logits[~own][:, None, :]).sum(-1)
+            next_sum[other] += (match * part.next_logits[~own][:, None, :]).sum(-1)
+            edge_count[other] += match.any(-1)
+    res["aa_logits"] = (aa / count[:, None]).astype(np.float32)
+    tors /= np.maximum(np.linalg.norm(tors, axis=-1, keepdims=True), 1e-6)
+    res["torsions"] = tors.astype(np.float32)
+    res["confidence"] = (conf / count).astype(np.float32)
+    present = res["edge_index"] >= 0
+    res["edge_logits"] = np.where(present, (res["edge_logits"] + edge_sum) / (1 + edge_count),
+                                  res["edge_logits"]).astype(np.float32)
+    res["next_logits"] = np.where(present, (res["next_logits"] + next_sum) / (1 + edge_count),
+                                  res["next_logits"]).astype(np.float32)
+    return GraphPrediction(**res)
 
 
 def plan_crops(positions: np.ndarray, crop_nodes: int,

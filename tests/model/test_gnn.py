@@ -337,6 +337,61 @@ def test_cropped_inference_covers_every_node(small):
                           should_stop=lambda: (_ for _ in ()).throw(RuntimeError("stop")))
 
 
+def test_cropped_inference_averages_overlapping_crops(small):
+    """Residue types are the mean log-probabilities over the owner crop and every crop that
+    holds the node deep enough inside; geometry comes from the owner crop alone."""
+    from chimerax.modelangelo.model.gnn import crop_margins
+
+    nodes = small["nodes"].numpy()
+    base = dataclasses.replace(TINY, crop_nodes=14, crop_overlap=6)
+    m = _model(7, base).eval()
+    crops, owner = plan_crops(nodes, 14, 6)
+    rot0 = initial_rotations(len(nodes), base.init_seed)
+    runs = []
+    for idx in crops:  # every crop on its own, as predict_cropped runs them
+        o = m._run_numpy(nodes[idx], small["density"], None, None, rot0[idx], "cpu", False)
+        runs.append(m._to_prediction(o, idx))
+    owner_only = m.predict_cropped(nodes, small["density"], None)  # default margin 10 A
+    m.cfg = dataclasses.replace(base, crop_average_margin=float("inf"))
+    strict = m.predict_cropped(nodes, small["density"], None)
+    m.cfg = dataclasses.replace(base, crop_average_margin=0.0)  # every crop holding a node
+    every = m.predict_cropped(nodes, small["density"], None)
+
+    def logp(x):
+        return x - np.log(np.exp(x - x.max(1, keepdims=True)).sum(1, keepdims=True)) - x.max(1, keepdims=True)
+
+    n_shared = 0
+    for i in range(len(nodes)):
+        own = runs[owner[i]]
+        row = int(np.nonzero(crops[owner[i]] == i)[0][0])
+        holders = [(c, int(np.nonzero(idx == i)[0][0])) for c, idx in enumerate(crops) if i in idx]
+        n_shared += len(holders) > 1
+        # geometry and neighbour lists: the owner crop's, whatever the margin
+        for pred in (strict, every, owner_only):
+            assert np.allclose(pred.translations[i], own.translations[row], atol=1e-5)
+            assert np.array_equal(pred.edge_index[i], own.edge_index[row])
+        # margin inf: the owner crop alone (as log-probabilities)
+        assert np.allclose(strict.aa_logits[i], logp(own.aa_logits[row:row + 1])[0], atol=1e-4)
+        assert np.isclose(strict.confidence[i], own.confidence[row], atol=1e-4)
+        # margin 0: the mean over all holders
+        want = np.mean([logp(runs[c].aa_logits[r:r + 1])[0] for c, r in holders], axis=0)
+        assert np.allclose(every.aa_logits[i], want, atol=1e-4)
+        want_conf = np.mean([runs[c].confidence[r] for c, r in holders])
+        assert np.isclose(every.confidence[i], want_conf, atol=1e-3)
+        # edge logits: averaged where both crops list the same neighbour
+        j = own.edge_index[row, 0]
+        vals = [runs[c].edge_logits[r][runs[c].edge_index[r] == j] for c, r in holders]
+        want_edge = np.mean([v[0] for v in vals if len(v)])
+        assert np.isclose(every.edge_logits[i, 0], want_edge, atol=1e-4)
+        # the default margin: each holder deep enough inside counts, the owner always
+        deep = [(c, r) for c, r in holders
+                if c == owner[i] or crop_margins(nodes, crops[c])[r] >= base.crop_average_margin]
+        want = np.mean([logp(runs[c].aa_logits[r:r + 1])[0] for c, r in deep], axis=0)
+        assert np.allclose(owner_only.aa_logits[i], want, atol=1e-4)
+    assert n_shared >= 5  # the test exercises real overlaps
+    assert np.allclose(np.linalg.norm(every.torsions, axis=-1), 1.0, atol=1e-3)
+
+
 def test_bf16_autocast_forward_backward(small):
     m = _model(6)
     n = len(small["nodes"])
