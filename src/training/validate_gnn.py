@@ -1,6 +1,8 @@
 """Validation of the GNN on fixed simulated examples from the validation split.
 
-The examples (:func:`validation_examples`) are drawn once from a fixed seed: structures
+The examples (:func:`validation_examples`) are drawn from fixed seeds, each example from
+its own generator (seeded ``(seed, i)``, so a change in one example's draws, e.g. the number
+of a new CNN's peaks, leaves the others as they were): structures
 of the ``val`` split, resolutions cycling through :data:`VAL_RESOLUTIONS`, node modes
 cycling through ``noise``, ``cnn-like`` (misses and false positives) and, when a CNN is
 given, ``cnn`` (the CNN's own peaks); always with sequences. The model runs in eval mode
@@ -69,11 +71,11 @@ def validation_examples(cfg: Config, dcfg: GNNDataConfig | None = None, n_maps: 
     """Fixed validation examples (see the module docstring)."""
     dcfg = GNNDataConfig(**{**(dcfg or GNNDataConfig()).__dict__, "no_sequence_prob": 0.0})
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, bf16=False))  # fp32 peaks
-    rng = np.random.default_rng(seed)
     names = names if names is not None else load_split("val")
     modes = ["noise", "cnn-like"] + (["cnn"] if cnn is not None else [])
     out = []
     for i in range(n_maps):
+        rng = np.random.default_rng([seed, i])  # one stream per example
         name = names[int(rng.integers(len(names)))]
         protein = load_training_protein(name, data_root)
         ex = make_example(protein, rng, cfg, dcfg, cnn=cnn, mode=modes[i % len(modes)],

@@ -145,6 +145,30 @@ def test_metrics_of_a_perfect_and_a_poor_prediction():
     assert mb["score"] < m["score"] - 1
 
 
+def test_validation_examples_draw_independently(monkeypatch):
+    """Each validation example has its own random stream: one example drawing more (a new
+    CNN finding more peaks, say) leaves the later examples unchanged."""
+    from chimerax.modelangelo.training import validate_gnn
+
+    cfg = tiny_config()
+    a = validate_gnn.validation_examples(cfg, DCFG, n_maps=3, names=VAL)
+    real = validate_gnn.make_example
+    calls = []
+
+    def greedy(protein, rng, *args, **kw):  # the first example draws 100 numbers more
+        if not calls:
+            rng.random(100)
+        calls.append(1)
+        return real(protein, rng, *args, **kw)
+
+    monkeypatch.setattr(validate_gnn, "make_example", greedy)
+    b = validate_gnn.validation_examples(cfg, DCFG, n_maps=3, names=VAL)
+    assert not np.allclose(a[0].node_xyz, b[0].node_xyz)
+    for ea, eb in zip(a[1:], b[1:]):
+        assert ea.mode == eb.mode and np.array_equal(ea.node_xyz, eb.node_xyz)
+        assert np.array_equal(ea.grid.data, eb.grid.data)
+
+
 def test_validation_best_and_export_loadable(tmp_path, capsys):
     run = tmp_path / "run"
     t = trainer(run)
