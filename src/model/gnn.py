@@ -30,6 +30,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.special import log_softmax
 from torch import nn
 
 from .. import geometry as geo
@@ -363,8 +364,7 @@ def _merge_crops(parts: list[tuple[int, np.ndarray, GraphPrediction]], owner: np
     next_sum = np.zeros((n, k), np.float64)
     edge_count = np.zeros((n, k), np.int64)
     for (_, nodes, part), own in zip(parts, owned):
-        z = part.aa_logits - part.aa_logits.max(axis=1, keepdims=True)  # [m, 20]
-        aa[nodes] += z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        aa[nodes] += log_softmax(part.aa_logits, axis=1)  # [m, 20]
         tors[nodes] += part.torsions
         conf[nodes] += part.confidence
         count[nodes] += 1
@@ -416,7 +416,7 @@ def plan_crops(positions: np.ndarray, crop_nodes: int,
         ci = len(crops)
         crops.append(idx)
         covered[idx[:core]] = True
-        margin = d[idx[-1]] - d[idx]  # [crop_nodes] room between node and crop edge
+        margin = crop_margins(pos, idx)  # [crop_nodes] room between node and crop edge
         better = margin > best[idx]
         best[idx[better]] = margin[better]
         owner[idx[better]] = ci
